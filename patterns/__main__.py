@@ -1,0 +1,72 @@
+"""`python -m patterns plan --stack NAME`: what a stack deploys and the source
+addresses each tenant leaves from, before anything exists.
+`python -m patterns bench`: program evaluation cost per resource as tenants grow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+
+from .settings import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m patterns")
+    commands = parser.add_subparsers(dest="command", required=True)
+    plan = commands.add_parser("plan", help="plan a stack offline (no cloud, no Pulumi CLI)")
+    source = plan.add_mutually_exclusive_group(required=True)
+    source.add_argument("--stack", help="stack name: plans stacks/Pulumi.<stack>.yaml")
+    source.add_argument("--config-file", help="path of any stack file")
+    plan.add_argument("--format", choices=("text", "json"), default="text")
+    bench = commands.add_parser("bench", help="time synthetic stacks of growing tenant counts")
+    bench.add_argument("--tenants", type=int, nargs="+", default=[10, 50, 100])
+    bench.add_argument("--pattern", default="subnet-cidr")
+    args = parser.parse_args(argv)
+
+    if args.command == "bench":
+        from .bench import run_benchmark
+
+        return run_benchmark(args.tenants, args.pattern)
+
+    from .offline import run_stack
+
+    try:
+        graph = run_stack(stack=args.stack, config_file=args.config_file)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        json.dump(graph.to_json(), sys.stdout, indent=2)
+        print()
+        return 0
+    print(render_text(graph))
+    return 0
+
+
+def render_text(graph) -> str:
+    plan = graph.plan
+    lines = [
+        f"stack {plan.stack}: pattern {plan.settings.pattern} ({plan.spec.summary})",
+        f"region {plan.settings.region}, AZs {', '.join(plan.settings.availability_zones)}, "
+        f"VPC {plan.settings.vpc_cidr}",
+        "",
+        f"{len(graph.resources)} resources:",
+    ]
+    for type_, count in sorted(Counter(r.type for r in graph.resources).items()):
+        lines.append(f"  {count:4d}  {type_}")
+    lines += ["", "egress allow-list (give this to the firewall team):"]
+    for entry in plan.allow_list:
+        lines.append(f"  tenant {entry.tenant} (namespace {entry.namespace})")
+        lines.append(f"    sources:      {', '.join(entry.sources)}")
+        for d in entry.destinations:
+            host = f" {d.host}" if d.host else ""
+            lines.append(f"    destination:  {d.name}{host} {d.cidr} {d.protocol}/{','.join(map(str, d.ports))}")
+    if plan.warnings:
+        lines += ["", "warnings:"] + [f"  - {w}" for w in plan.warnings]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

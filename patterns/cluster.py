@@ -1,0 +1,303 @@
+"""The EKS cluster every pattern shares, and the pieces node groups are made of.
+
+The control plane is created the same way under every pattern (without the
+self-managed add-ons, which EKS can only decide at creation time), so changing
+a stack's pattern never replaces the cluster: the pattern chooses the CNI.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_eks as eks
+import pulumi_kubernetes as k8s
+
+from .network import Network
+from .plan import Plan
+from .settings import NodeGroupSize
+
+CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+NODE_POLICIES = {
+    "worker": "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+    "ecr": "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
+}
+SYSTEM_LABEL = {"egress/role": "system"}
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str = "NO_SCHEDULE"  # EKS API spelling; Kubernetes: NoSchedule
+
+    def args(self) -> aws.eks.NodeGroupTaintArgs:
+        return aws.eks.NodeGroupTaintArgs(key=self.key, value=self.value, effect=self.effect)
+
+
+class Cluster(pulumi.ComponentResource):
+    """Private EKS control plane with envelope encryption, audit logs, access
+    entries for the named admins, an OIDC provider, and the node IAM role."""
+
+    name: pulumi.Output[str]
+    provider: k8s.Provider
+
+    def __init__(self, name: str, plan: Plan, network: Network, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("egress:base:Cluster", name, None, opts)
+        settings = plan.settings
+        child = pulumi.ResourceOptions(parent=self)
+        self.stack = plan.stack
+        self.kubernetes_version = settings.kubernetes_version
+
+        self.secrets_key = aws.kms.Key(
+            f"{name}-secrets",
+            description=f"EKS secrets envelope encryption ({plan.stack})",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            opts=child,
+        )
+        public_cidrs = [str(c) for c in settings.endpoint_public_access_cidrs]
+        self.eks = eks.Cluster(
+            name,
+            vpc_id=network.vpc_id,
+            private_subnet_ids=network.cluster_subnet_ids,
+            node_associate_public_ip_address=False,
+            version=settings.kubernetes_version,
+            endpoint_private_access=True,
+            endpoint_public_access=bool(public_cidrs),
+            public_access_cidrs=public_cidrs or None,
+            authentication_mode=eks.AuthenticationMode.API,
+            access_entries={
+                f"admin-{index}": eks.AccessEntryArgs(
+                    principal_arn=arn,
+                    access_policies={
+                        "cluster-admin": eks.AccessPolicyAssociationArgs(
+                            policy_arn=ADMIN_POLICY,
+                            access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                        )
+                    },
+                )
+                for index, arn in enumerate(settings.cluster_admin_role_arns)
+            },
+            encryption_config_key_arn=self.secrets_key.arn,
+            enabled_cluster_log_types=CONTROL_PLANE_LOGS,
+            create_oidc_provider=True,
+            deletion_protection=settings.deletion_protection,
+            # EKS decides these only at creation; keeping them fixed keeps the
+            # cluster when the pattern (and so the CNI) changes.
+            bootstrap_self_managed_addons=False,
+            use_default_vpc_cni=True,  # pulumi-eks adds no CNI; the pattern's CNI component does
+            kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(enabled=False),
+            coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=False),
+            skip_default_node_group=True,
+            skip_default_security_groups=True,  # nodes use the EKS-managed cluster security group
+            tags={"egress/stack": plan.stack},
+            opts=child,
+        )
+        self.eks_cluster = self.eks.eks_cluster
+        self.name = self.eks_cluster.name
+        self.endpoint = self.eks_cluster.endpoint
+        self.security_group_id = self.eks_cluster.vpc_config.cluster_security_group_id
+        self.oidc_provider_arn = self.eks.oidc_provider_arn
+        self.oidc_issuer = self.eks.oidc_issuer
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.eks.kubeconfig_json,
+            enable_server_side_apply=True,
+            opts=child,
+        )
+
+        self.node_role = aws.iam.Role(
+            f"{name}-node",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                    ],
+                }
+            ),
+            description="EKS worker nodes; the CNI has its own role",
+            opts=child,
+        )
+        self.node_role_policies = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-node-{key}",
+                role=self.node_role.name,
+                policy_arn=arn,
+                opts=pulumi.ResourceOptions(parent=self.node_role),
+            )
+            for key, arn in NODE_POLICIES.items()
+        ]
+        self.launch_template = self.hardened_launch_template(f"{name}-nodes")
+        self.register_outputs({"name": self.name, "endpoint": self.endpoint})
+
+    def hardened_launch_template(self, name: str, *, user_data: pulumi.Input[str] | None = None,
+                                 parent: pulumi.Resource | None = None) -> aws.ec2.LaunchTemplate:
+        """IMDSv2 only, hop limit 1 (pods cannot reach the node's credentials;
+        AWS-calling pods use IRSA), encrypted root volume."""
+        return aws.ec2.LaunchTemplate(
+            name,
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled",
+                http_tokens="required",
+                http_put_response_hop_limit=1,
+            ),
+            block_device_mappings=[
+                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name="/dev/xvda",
+                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=50, volume_type="gp3", encrypted="true", delete_on_termination="true"
+                    ),
+                )
+            ],
+            user_data=user_data,
+            update_default_version=True,
+            opts=pulumi.ResourceOptions(parent=parent or self),
+        )
+
+    def node_group(
+        self,
+        name: str,
+        *,
+        subnet_ids: list[pulumi.Input[str]],
+        size: NodeGroupSize,
+        labels: dict[str, str],
+        taints: list[Taint],
+        cni: Cni,
+        parent: pulumi.Resource,
+        launch_template: aws.ec2.LaunchTemplate | None = None,
+    ) -> aws.eks.NodeGroup:
+        """A managed node group in the given private subnets; it waits for the CNI
+        and carries the CNI's start-up taints."""
+        template = launch_template or self.launch_template
+        return aws.eks.NodeGroup(
+            name,
+            cluster_name=self.name,
+            node_role_arn=self.node_role.arn,
+            subnet_ids=subnet_ids,
+            instance_types=[size.instance_type],
+            ami_type="AL2023_x86_64_STANDARD",
+            capacity_type="ON_DEMAND",
+            version=self.kubernetes_version,
+            scaling_config=aws.eks.NodeGroupScalingConfigArgs(
+                min_size=size.min, desired_size=size.min, max_size=size.max
+            ),
+            update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            labels=labels,
+            taints=[t.args() for t in [*taints, *cni.startup_taints]],
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
+                id=template.id, version=template.latest_version.apply(str)
+            ),
+            tags={"egress/stack": self.stack},
+            opts=pulumi.ResourceOptions(
+                parent=parent,
+                # Nodes register only with their role's policies in place, and
+                # become Ready only once the CNI is there.
+                depends_on=[*self.node_role_policies, cni],
+                # EKS scales the group; Pulumi keeps only the bounds.
+                ignore_changes=["scalingConfig.desiredSize"],
+            ),
+        )
+
+    def addon(self, name: str, addon_name: str, *, parent: pulumi.Resource,
+              configuration: dict | None = None, service_account_role_arn: pulumi.Input[str] | None = None,
+              depends_on: list[pulumi.Resource] | None = None) -> aws.eks.Addon:
+        return aws.eks.Addon(
+            name,
+            cluster_name=self.name,
+            addon_name=addon_name,
+            configuration_values=json.dumps(configuration) if configuration else None,
+            service_account_role_arn=service_account_role_arn,
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on),
+        )
+
+    def irsa_role(self, name: str, namespace: str, service_account: str, policy_arns: list[str],
+                  parent: pulumi.Resource) -> aws.iam.Role:
+        """A role only the named service account of this cluster can assume."""
+        issuer = self.oidc_issuer
+        role = aws.iam.Role(
+            name,
+            assume_role_policy=pulumi.Output.all(self.oidc_provider_arn, issuer).apply(
+                lambda args: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Federated": args[0]},
+                                "Action": "sts:AssumeRoleWithWebIdentity",
+                                "Condition": {
+                                    "StringEquals": {
+                                        f"{args[1]}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                                        f"{args[1]}:aud": "sts.amazonaws.com",
+                                    }
+                                },
+                            }
+                        ],
+                    }
+                )
+            ),
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+        for index, arn in enumerate(policy_arns):
+            aws.iam.RolePolicyAttachment(
+                f"{name}-{index}", role=role.name, policy_arn=arn, opts=pulumi.ResourceOptions(parent=role)
+            )
+        return role
+
+
+class Cni(pulumi.ComponentResource):
+    """The cluster's pod network. Node groups wait for it and carry its start-up taints."""
+
+    startup_taints: list[Taint] = []
+
+
+class VpcCni(Cni):
+    """The Amazon VPC CNI and kube-proxy as EKS managed add-ons, the CNI with its
+    own IRSA role, and network policy enforcement on."""
+
+    def __init__(self, name: str, cluster: Cluster, *, external_snat: bool = False,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("egress:base:VpcCni", name, None, opts)
+        role = cluster.irsa_role(
+            f"{name}-vpc-cni", "kube-system", "aws-node",
+            ["arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"], parent=self,
+        )
+        self.configuration = {
+            "enableNetworkPolicy": "true",
+            "env": {"AWS_VPC_K8S_CNI_EXTERNALSNAT": "true" if external_snat else "false"},
+        }
+        self.vpc_cni = cluster.addon(
+            f"{name}-vpc-cni", "vpc-cni", parent=self,
+            configuration=self.configuration, service_account_role_arn=role.arn,
+        )
+        self.kube_proxy = cluster.addon(f"{name}-kube-proxy", "kube-proxy", parent=self)
+        self.register_outputs({})
+
+
+class SystemNodes(pulumi.ComponentResource):
+    """Nodes for cluster add-ons (CoreDNS, controllers) in the cluster subnets, and
+    CoreDNS, which needs running nodes to become healthy."""
+
+    def __init__(self, name: str, plan: Plan, network: Network, cluster: Cluster, cni: Cni,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("egress:base:SystemNodes", name, None, opts)
+        self.node_group = cluster.node_group(
+            f"{name}-system",
+            subnet_ids=network.cluster_subnet_ids,
+            size=plan.settings.system_nodes,
+            labels=SYSTEM_LABEL,
+            taints=[],
+            cni=cni,
+            parent=self,
+        )
+        self.coredns = cluster.addon(
+            f"{name}-coredns", "coredns", parent=self, depends_on=[self.node_group]
+        )
+        self.register_outputs({})

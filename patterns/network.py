@@ -1,0 +1,186 @@
+"""The VPC every pattern shares: private cluster subnets in every AZ, one private
+route table per AZ, a private path to AWS APIs, optional internet egress and an
+optional transit gateway attachment that carries the on-prem ranges."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from .addressing import Subnet
+from .plan import Plan
+
+# Interface endpoints that let private nodes bootstrap, pull from ECR and reach
+# the AWS APIs the add-ons call, without a public IP (EKS user guide,
+# "Deploy private clusters with limited internet access").
+INTERFACE_ENDPOINTS = ("ec2", "ecr.api", "ecr.dkr", "sts", "logs", "eks", "eks-auth", "elasticloadbalancing")
+
+
+class Network(pulumi.ComponentResource):
+    vpc_id: pulumi.Output[str]
+    cluster_subnet_ids: list[pulumi.Output[str]]
+    private_route_tables: dict[str, aws.ec2.RouteTable]  # by AZ
+    transit_gateway_attachment: aws.ec2transitgateway.VpcAttachment | None
+    endpoint_security_group: aws.ec2.SecurityGroup
+
+    def __init__(self, name: str, plan: Plan, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("egress:base:Network", name, None, opts)
+        settings = plan.settings
+        child = pulumi.ResourceOptions(parent=self)
+        tags = {"egress/stack": plan.stack}
+
+        self.vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=str(settings.vpc_cidr),
+            enable_dns_support=True,
+            enable_dns_hostnames=True,  # required for private endpoint DNS and the EKS private API
+            tags={**tags, "Name": f"{name}-{plan.stack}"},
+            opts=child,
+        )
+        self.vpc_id = self.vpc.id
+        vpc_child = pulumi.ResourceOptions(parent=self.vpc)
+
+        self.cluster_subnets = {
+            s.az: self.subnet(f"{name}-cluster", s, {"kubernetes.io/role/internal-elb": "1"})
+            for s in plan.addresses.cluster_subnets
+        }
+        self.cluster_subnet_ids = [s.id for s in self.cluster_subnets.values()]
+
+        self.transit_gateway_attachment = None
+        if settings.transit_gateway_id:
+            self.transit_gateway_attachment = aws.ec2transitgateway.VpcAttachment(
+                f"{name}-tgw",
+                transit_gateway_id=settings.transit_gateway_id,
+                vpc_id=self.vpc.id,
+                subnet_ids=self.cluster_subnet_ids,
+                dns_support="enable",
+                tags=tags,
+                opts=vpc_child,
+            )
+
+        nat_gateways = self._internet_nat(name, plan, tags) if settings.internet_egress == "nat" else {}
+
+        self.private_route_tables = {}
+        for subnet in plan.addresses.cluster_subnets:
+            table = aws.ec2.RouteTable(
+                f"{name}-private-{subnet.az}", vpc_id=self.vpc.id, tags={**tags, "Name": f"{name}-private-{subnet.az}"},
+                opts=vpc_child,
+            )
+            self.private_route_tables[subnet.az] = table
+            aws.ec2.RouteTableAssociation(
+                f"{name}-cluster-{subnet.az}",
+                subnet_id=self.cluster_subnets[subnet.az].id,
+                route_table_id=table.id,
+                opts=pulumi.ResourceOptions(parent=table),
+            )
+            if self.transit_gateway_attachment:
+                for index, onprem in enumerate(settings.on_prem_cidrs):
+                    self.route_to_transit_gateway(table, f"{name}-private-{subnet.az}-onprem-{index}", str(onprem))
+            if settings.internet_egress == "nat":
+                aws.ec2.Route(
+                    f"{name}-private-{subnet.az}-internet",
+                    route_table_id=table.id,
+                    destination_cidr_block="0.0.0.0/0",
+                    nat_gateway_id=nat_gateways[subnet.az].id,
+                    opts=pulumi.ResourceOptions(parent=table),
+                )
+            elif settings.internet_egress == "transit-gateway":
+                self.route_to_transit_gateway(table, f"{name}-private-{subnet.az}-internet", "0.0.0.0/0")
+
+        # AWS APIs stay on the AWS network: S3 (ECR image layers) through a
+        # gateway endpoint, the rest through interface endpoints.
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=self.vpc.id,
+            service_name=f"com.amazonaws.{settings.region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[t.id for t in self.private_route_tables.values()],
+            tags=tags,
+            opts=vpc_child,
+        )
+        self.endpoint_security_group = aws.ec2.SecurityGroup(
+            f"{name}-endpoints",
+            vpc_id=self.vpc.id,
+            description="HTTPS from the VPC to the AWS API interface endpoints",
+            ingress=[
+                aws.ec2.SecurityGroupIngressArgs(
+                    protocol="tcp", from_port=443, to_port=443, cidr_blocks=[str(settings.vpc_cidr)],
+                    description="HTTPS from the VPC",
+                )
+            ],
+            tags=tags,
+            opts=vpc_child,
+        )
+        for service in INTERFACE_ENDPOINTS:
+            aws.ec2.VpcEndpoint(
+                f"{name}-{service.replace('.', '-')}",
+                vpc_id=self.vpc.id,
+                service_name=f"com.amazonaws.{settings.region}.{service}",
+                vpc_endpoint_type="Interface",
+                private_dns_enabled=True,
+                subnet_ids=self.cluster_subnet_ids,
+                security_group_ids=[self.endpoint_security_group.id],
+                tags=tags,
+                opts=vpc_child,
+            )
+
+        self.register_outputs({"vpc_id": self.vpc_id, "cluster_subnet_ids": self.cluster_subnet_ids})
+
+    def subnet(self, prefix: str, subnet: Subnet, tags: dict[str, str] | None = None, *,
+               parent: pulumi.Resource | None = None, depends_on: list[pulumi.Resource] | None = None) -> aws.ec2.Subnet:
+        """A private subnet of this VPC (no public IPs on launch)."""
+        return aws.ec2.Subnet(
+            f"{prefix}-{subnet.az}",
+            vpc_id=self.vpc.id,
+            cidr_block=str(subnet.cidr),
+            availability_zone=subnet.az,
+            map_public_ip_on_launch=False,
+            tags={"Name": f"{prefix}-{subnet.az}", **(tags or {})},
+            opts=pulumi.ResourceOptions(parent=parent or self.vpc, depends_on=depends_on),
+        )
+
+    def route_to_transit_gateway(self, table: aws.ec2.RouteTable, name: str, cidr: str) -> aws.ec2.Route:
+        assert self.transit_gateway_attachment is not None
+        return aws.ec2.Route(
+            name,
+            route_table_id=table.id,
+            destination_cidr_block=cidr,
+            transit_gateway_id=self.transit_gateway_attachment.transit_gateway_id,
+            # The route is only valid once the attachment exists.
+            opts=pulumi.ResourceOptions(parent=table, depends_on=[self.transit_gateway_attachment]),
+        )
+
+    def _internet_nat(self, name: str, plan: Plan, tags: dict[str, str]) -> dict[str, aws.ec2.NatGateway]:
+        """One public NAT gateway per AZ, so an AZ outage cuts only that AZ's egress."""
+        vpc_child = pulumi.ResourceOptions(parent=self.vpc)
+        igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=self.vpc.id, tags=tags, opts=vpc_child)
+        public_table = aws.ec2.RouteTable(
+            f"{name}-public", vpc_id=self.vpc.id, tags={**tags, "Name": f"{name}-public"}, opts=vpc_child
+        )
+        aws.ec2.Route(
+            f"{name}-public-internet",
+            route_table_id=public_table.id,
+            destination_cidr_block="0.0.0.0/0",
+            gateway_id=igw.id,
+            opts=pulumi.ResourceOptions(parent=public_table),
+        )
+        gateways = {}
+        for subnet in plan.addresses.public_subnets:
+            public = self.subnet(f"{name}-public", subnet)
+            aws.ec2.RouteTableAssociation(
+                f"{name}-public-{subnet.az}",
+                subnet_id=public.id,
+                route_table_id=public_table.id,
+                opts=pulumi.ResourceOptions(parent=public_table),
+            )
+            eip = aws.ec2.Eip(f"{name}-nat-{subnet.az}", domain="vpc", tags=tags, opts=vpc_child)
+            gateways[subnet.az] = aws.ec2.NatGateway(
+                f"{name}-nat-{subnet.az}",
+                subnet_id=public.id,
+                allocation_id=eip.id,
+                connectivity_type="public",
+                tags={**tags, "Name": f"{name}-nat-{subnet.az}"},
+                # A public NAT gateway needs the internet gateway attached first.
+                opts=pulumi.ResourceOptions(parent=public, depends_on=[igw]),
+            )
+        return gateways

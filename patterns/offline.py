@@ -1,0 +1,310 @@
+"""The offline engine: runs this Pulumi program in-process under mocks for one
+stack file and records the whole resource graph, with no AWS credentials and no
+Pulumi CLI. The tests and `python -m patterns plan` both use it.
+
+Config is fed to the program the way the CLI does it (Pulumi.yaml defaults
+applied, every value a string, objects as JSON), so the program cannot tell
+the difference. Mocks are strict: an unknown provider call is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.proto import resource_pb2
+from pulumi.runtime.settings import SETTINGS, reset_options
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
+
+from .plan import Plan
+from .program import deploy, plan_from_config
+from .settings import NAMESPACE, ConfigError, Problem
+
+ROOT = Path(__file__).resolve().parent.parent
+STACKS_DIR = ROOT / "stacks"
+PROJECT_FILE = ROOT / "Pulumi.yaml"
+ACCOUNT = "111122223333"
+
+_SIG = rpc._special_sig_key
+_RESOURCE_SIG = rpc._special_resource_sig
+_SECRET_SIG = rpc._special_secret_sig
+_UNKNOWN = rpc.UNKNOWN
+
+
+@dataclass(frozen=True)
+class RecordedResource:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    remote: bool
+    provider: str
+    inputs: dict[str, Any]
+    dependencies: tuple[str, ...]
+    property_dependencies: dict[str, tuple[str, ...]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "urn": self.urn,
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent,
+            "custom": self.custom,
+            "provider": self.provider,
+            "inputs": self.inputs,
+            "dependencies": list(self.dependencies),
+        }
+
+
+@dataclass
+class Graph:
+    plan: Plan
+    resources: list[RecordedResource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def by_type(self, type_: str) -> list[RecordedResource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def get(self, type_: str, name: str) -> RecordedResource:
+        matches = [r for r in self.resources if r.type == type_ and r.name == name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} resources of type {type_} named {name}")
+        return matches[0]
+
+    def by_urn(self) -> dict[str, RecordedResource]:
+        return {r.urn: r for r in self.resources}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stack": self.plan.stack,
+            "pattern": self.plan.settings.pattern,
+            "resources": [r.to_json() for r in self.resources],
+            "allowList": self.plan.allow_list_json(),
+            "outputs": self.outputs,
+            "warnings": list(self.plan.warnings),
+        }
+
+
+# --- reading stack files the way the CLI does -----------------------------------
+
+
+def stack_path(stack: str) -> Path:
+    return STACKS_DIR / f"Pulumi.{stack}.yaml"
+
+
+def stack_names() -> list[str]:
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in STACKS_DIR.glob("Pulumi.*.yaml"))
+
+
+def read_stack_file(path: Path) -> dict[str, Any]:
+    """The stack's `config:` map, native YAML values. Malformed files are a ConfigError."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError([Problem(str(path), "no such stack file; see `ls stacks/`")]) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([Problem(str(path), f"is not valid YAML{where}: {getattr(error, 'problem', error)}")]) from None
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise ConfigError([Problem(str(path), "needs a top-level 'config:' mapping of keys such as egress:pattern")])
+    return dict(document["config"])
+
+
+def project_defaults() -> dict[str, Any]:
+    """Defaults declared in Pulumi.yaml, keyed as the CLI keys them."""
+    project = yaml.safe_load(PROJECT_FILE.read_text())
+    return {
+        f"{project['name']}:{key}": spec["default"]
+        for key, spec in (project.get("config") or {}).items()
+        if isinstance(spec, dict) and "default" in spec
+    }
+
+
+def engine_config(stack_config: Mapping[str, Any]) -> dict[str, str]:
+    """Stack config as the engine hands it to a program: defaults applied,
+    scalars as strings, lists and objects as JSON."""
+    merged = {**project_defaults(), **stack_config}
+
+    def encode(value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (int, float)):
+            return str(value)
+        return json.dumps(value)
+
+    return {key: encode(value) for key, value in merged.items()}
+
+
+# --- the mock engine -------------------------------------------------------------
+
+
+def _plain(value: Any, refs: set[str]) -> Any:
+    """A wire value as plain JSON: resource references become their URN (and are
+    collected), secrets their value, integral numbers ints."""
+    if isinstance(value, dict):
+        sig = value.get(_SIG)
+        if sig == _RESOURCE_SIG:
+            refs.add(value["urn"])
+            return value["urn"]
+        if sig == _SECRET_SIG:
+            return _plain(value.get("value"), refs)
+        return {k: _plain(v, refs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, refs) for v in value]
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if value == _UNKNOWN:
+        return "<unknown>"
+    return value
+
+
+class _Mocks(pulumi_mocks.Mocks):
+    """Plausible provider answers for the types this program reads outputs from."""
+
+    def __init__(self, monitor: RecordingMonitor, region: str):
+        self.monitor = monitor
+        self.region = region
+
+    def call(self, args: pulumi_mocks.MockCallArgs):
+        raise NotImplementedError(f"the offline engine has no mock for the call {args.token}")
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs):
+        inputs = dict(args.inputs)
+        rid = f"{args.name}-id"
+        arn = f"arn:aws:{args.typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT}:{args.name}"
+        state = {**inputs, "id": rid, "arn": arn}
+        state.setdefault("name", args.name)
+        if args.typ == "eks:index:Cluster":
+            state.update(self._eks_cluster(args.name))
+        elif args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            state["latestVersion"] = 1
+        elif args.typ == "aws:iam/role:Role":
+            state["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{args.name}"
+        return rid, state
+
+    def _eks_cluster(self, name: str) -> dict[str, Any]:
+        endpoint = f"https://{name.upper()}.gr7.{self.region}.eks.amazonaws.com"
+        issuer = f"oidc.eks.{self.region}.amazonaws.com/id/{name.upper()}"
+        cluster_urn = self.monitor.make_urn(
+            self.monitor.component_urn(name), "aws:eks/cluster:Cluster", f"{name}-eksCluster"
+        )
+        self.monitor.resources[cluster_urn] = pulumi_mocks.MockMonitor.ResourceRegistration(
+            cluster_urn,
+            f"{name}-eksCluster",
+            {
+                "name": f"{name}-eksCluster",
+                "arn": f"arn:aws:eks:{self.region}:{ACCOUNT}:cluster/{name}-eksCluster",
+                "endpoint": endpoint,
+                "vpcConfig": {"clusterSecurityGroupId": f"sg-{name}-cluster"},
+                "identities": [{"oidcs": [{"issuer": f"https://{issuer}"}]}],
+            },
+        )
+        kubeconfig = {"apiVersion": "v1", "clusters": [{"name": name, "cluster": {"server": endpoint}}]}
+        return {
+            "eksCluster": {_SIG: _RESOURCE_SIG, "urn": cluster_urn, "id": f"{name}-eksCluster"},
+            "kubeconfig": kubeconfig,
+            "kubeconfigJson": json.dumps(kubeconfig),
+            "oidcProviderArn": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{issuer}",
+            "oidcProviderUrl": f"https://{issuer}",
+            "oidcIssuer": issuer,
+        }
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The stock mock monitor, recording every registration with its parent,
+    provider and dependencies (explicit, from Output inputs, and resource
+    references passed into remote components)."""
+
+    def __init__(self, region: str):
+        super().__init__(_Mocks(self, region))
+        self.recorded: list[RecordedResource] = []
+        self._components: dict[str, str] = {}
+
+    def component_urn(self, name: str) -> str:
+        return self._components[name]
+
+    def RegisterResource(self, request):  # noqa: N802 - gRPC method name
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if request.type == "pulumi:pulumi:Stack":
+            return resource_pb2.RegisterResourceResponse(urn=urn)
+        _ensure_event_loop()
+        refs: set[str] = set()
+        inputs = _plain(json_format.MessageToDict(request.object), refs)
+        property_dependencies = {
+            key: tuple(sorted(deps.urns)) for key, deps in request.propertyDependencies.items()
+        }
+        dependencies = set(request.dependencies) | refs
+        for deps in property_dependencies.values():
+            dependencies.update(deps)
+        if request.remote:
+            self._components[request.name] = urn
+        self.recorded.append(
+            RecordedResource(
+                urn=urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                custom=request.custom,
+                remote=request.remote,
+                provider=request.provider.split("::")[0] if request.provider else "",
+                inputs=inputs,
+                dependencies=tuple(sorted(dependencies)),
+                property_dependencies=property_dependencies,
+            )
+        )
+        resource_id, state = self.mocks.new_resource(
+            pulumi_mocks.MockResourceArgs(
+                typ=request.type, name=request.name, inputs=inputs, provider=request.provider,
+                resource_id=request.importId, custom=request.custom,
+            )
+        )
+        wire = _sync_await(rpc.serialize_properties(state, {}))
+        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, resource_id, state)
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id, object=wire)
+
+
+def run(stack: str, stack_config: Mapping[str, Any]) -> Graph:
+    """Plan and register one stack under mocks. Raises ConfigError before any
+    resource is registered when the config is invalid."""
+    config = engine_config(stack_config)
+    plan = plan_from_config(stack, config)
+    project = yaml.safe_load(PROJECT_FILE.read_text())["name"]
+    reset_options(project=project, stack=stack)
+    monitor = RecordingMonitor(plan.settings.region)
+    pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    set_all_config(config)
+    graph = Graph(plan)
+    SETTINGS.rpc_manager.clear()
+    SETTINGS.outputs.clear()
+
+    def program() -> None:
+        outputs = deploy(plan)
+        graph.outputs = _sync_await(pulumi.Output.from_input(outputs).future())
+
+    _sync_await(run_pulumi_func(program))
+    graph.resources = monitor.recorded
+    return graph
+
+
+def run_stack(stack: str | None = None, config_file: str | Path | None = None) -> Graph:
+    path = Path(config_file) if config_file else stack_path(stack or "")
+    name = stack or path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    return run(name, read_stack_file(path))
+
+
+__all__ = ["Graph", "RecordedResource", "run", "run_stack", "stack_names", "read_stack_file", "NAMESPACE"]

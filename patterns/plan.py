@@ -1,0 +1,125 @@
+"""The deployment plan: validated settings, the address plan, and per tenant the
+source addresses the upstream firewall will see. Pure: known before deploy."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .addressing import AddressPlan, AddressPlanError, plan_addresses
+from .settings import NAMESPACE, ConfigError, Problem, Settings, Tenant, load_settings
+
+# The default EKS quota of managed node groups per cluster (adjustable).
+MANAGED_NODE_GROUP_QUOTA = 30
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str
+    cidr: str
+    host: str | None
+    ports: tuple[int, ...]
+    protocol: str
+
+
+@dataclass(frozen=True)
+class TenantAllowList:
+    tenant: str
+    namespace: str
+    sources: tuple[str, ...]  # CIDRs or /32s the firewall sees as this tenant
+    destinations: tuple[Destination, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "namespace": self.namespace,
+            "sources": list(self.sources),
+            "destinations": [
+                {"name": d.name, "cidr": d.cidr, "host": d.host, "ports": list(d.ports), "protocol": d.protocol}
+                for d in self.destinations
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class PatternSpec:
+    """What a pattern adds to the shared base, as pure data and functions."""
+
+    name: str
+    summary: str
+    # The pattern's ComponentResource: (name, plan, network, cluster, cni, opts).
+    component: type
+    # Builds the pod network: (name, plan, cluster) -> Cni component.
+    cni: Callable[..., Any]
+    # Where tenant subnets live: None (no tenant subnets) or a range derived from settings.
+    tenant_range: Callable[[Settings], ipaddress.IPv4Network | None]
+    # The source addresses the firewall sees for one tenant.
+    sources: Callable[[Settings, AddressPlan, Tenant], list[str]]
+    checks: Callable[[Settings], list[Problem]] = lambda settings: []
+    warnings: Callable[[Settings, AddressPlan], list[str]] = lambda settings, addresses: []
+    # Managed node groups this pattern creates (system group included), for the quota warning.
+    node_group_count: Callable[[Settings], int] = lambda settings: 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    stack: str
+    settings: Settings
+    spec: PatternSpec
+    addresses: AddressPlan
+    allow_list: tuple[TenantAllowList, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    def allow_list_json(self) -> list[dict[str, Any]]:
+        return [entry.to_json() for entry in self.allow_list]
+
+
+def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, PatternSpec]) -> Plan:
+    """Config -> settings -> addresses -> allow-list. Raises ConfigError listing every problem."""
+
+    def pattern_checks(settings: Settings) -> list[Problem]:
+        spec = patterns.get(settings.pattern)
+        if spec is None:
+            return [
+                Problem(
+                    f"{NAMESPACE}:pattern",
+                    f"{settings.pattern!r} is not available in this version; "
+                    f"use one of: {', '.join(sorted(patterns))}",
+                )
+            ]
+        problems = spec.checks(settings)
+        if not problems:
+            try:
+                plan_addresses(settings, spec.tenant_range(settings))
+            except AddressPlanError as error:
+                problems = error.problems
+        return problems
+
+    settings = load_settings(config, extra_checks=pattern_checks)
+    spec = patterns[settings.pattern]
+    try:
+        addresses = plan_addresses(settings, spec.tenant_range(settings))
+    except AddressPlanError as error:  # pragma: no cover - checked above
+        raise ConfigError(error.problems) from None
+    allow_list = tuple(
+        TenantAllowList(
+            tenant=t.name,
+            namespace=t.k8s_namespace,
+            sources=tuple(spec.sources(settings, addresses, t)),
+            destinations=tuple(
+                Destination(u.name, str(u.cidr), u.host, tuple(u.ports), u.protocol) for u in t.upstreams
+            ),
+        )
+        for t in settings.tenants
+    )
+    warnings = list(spec.warnings(settings, addresses))
+    groups = spec.node_group_count(settings)
+    if groups > MANAGED_NODE_GROUP_QUOTA:
+        warnings.append(
+            f"this stack creates {groups} managed node groups; the EKS quota 'Managed node groups "
+            f"per cluster' defaults to {MANAGED_NODE_GROUP_QUOTA}: request an increase in Service "
+            "Quotas before `pulumi up`"
+        )
+    return Plan(stack, settings, spec, addresses, allow_list, tuple(warnings))

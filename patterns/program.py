@@ -1,0 +1,39 @@
+"""The Pulumi program: plan -> shared base -> the selected pattern -> outputs.
+
+Only `__main__.py` and the offline engine call into here; both pass the full
+stack config, so the real run and the offline plan take the same path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+
+from .cluster import Cluster, SystemNodes
+from .network import Network
+from .plan import Plan, make_plan
+from .registry import PATTERNS
+
+NAME = "egress"  # logical name of the top-level components; part of every URN
+
+
+def plan_from_config(stack: str, config: Mapping[str, Any]) -> Plan:
+    return make_plan(stack, config, PATTERNS)
+
+
+def deploy(plan: Plan) -> dict[str, Any]:
+    """Register every resource of the plan and return the stack outputs."""
+    network = Network(NAME, plan)
+    cluster = Cluster(NAME, plan, network)
+    cni = plan.spec.cni(NAME, plan, cluster)
+    SystemNodes(NAME, plan, network, cluster, cni)
+    plan.spec.component(NAME, plan, network, cluster, cni)
+    return {
+        "pattern": plan.settings.pattern,
+        "vpcId": network.vpc_id,
+        "clusterName": cluster.name,
+        "egressAllowList": plan.allow_list_json(),
+        "warnings": list(plan.warnings),
+    }

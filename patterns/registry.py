@@ -1,0 +1,8 @@
+"""The patterns this program can deploy, by the name `egress:pattern` takes."""
+
+from __future__ import annotations
+
+from . import subnet_cidr
+from .plan import PatternSpec
+
+PATTERNS: dict[str, PatternSpec] = {spec.name: spec for spec in (subnet_cidr.SPEC,)}

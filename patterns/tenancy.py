@@ -1,0 +1,133 @@
+"""Tenant pieces shared by the patterns: the namespace with its network policy
+defaults, and (for the subnet patterns) the tenant's own subnets and tainted
+node group."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from .addressing import TenantAddresses
+from .cluster import Cluster, Cni, Taint
+from .network import Network
+from .settings import Tenant
+
+TENANT_KEY = "egress/tenant"  # node label, node taint and namespace/pod label
+DNS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+
+
+def tenant_taint(tenant: Tenant) -> Taint:
+    return Taint(TENANT_KEY, tenant.name, "NO_SCHEDULE")
+
+
+def upstream_egress_rules(tenant: Tenant) -> list[dict]:
+    """NetworkPolicy egress rules: the tenant's upstreams, on their ports only."""
+    return [
+        {
+            "to": [{"ipBlock": {"cidr": str(upstream.cidr)}}],
+            "ports": [{"protocol": "TCP", "port": port} for port in upstream.ports],
+        }
+        for upstream in tenant.upstreams
+    ]
+
+
+class TenantNamespace(pulumi.ComponentResource):
+    """The tenant namespace: labelled with its tenant, Pod Security enforced, and
+    default-deny ingress and egress except DNS, its own pods and `egress_rules`."""
+
+    def __init__(self, name: str, tenant: Tenant, provider: k8s.Provider, *,
+                 egress_rules: list[dict], labels: dict[str, str] | None = None,
+                 pod_security: str = "baseline", opts: pulumi.ResourceOptions | None = None):
+        super().__init__("egress:tenancy:TenantNamespace", name, None, opts)
+        namespace_name = tenant.k8s_namespace
+        self.namespace = k8s.core.v1.Namespace(
+            name,
+            metadata={
+                "name": namespace_name,
+                "labels": {
+                    TENANT_KEY: tenant.name,
+                    "pod-security.kubernetes.io/enforce": pod_security,
+                    "pod-security.kubernetes.io/warn": "restricted",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                    **(labels or {}),
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+        )
+        in_namespace = pulumi.ResourceOptions(parent=self.namespace, provider=provider)
+        metadata = lambda policy: {"name": policy, "namespace": self.namespace.metadata.name}  # noqa: E731
+        self.policies = {
+            "default-deny": k8s.networking.v1.NetworkPolicy(
+                f"{name}-default-deny",
+                metadata=metadata("default-deny"),
+                spec={"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+                opts=in_namespace,
+            ),
+            "allow-dns": k8s.networking.v1.NetworkPolicy(
+                f"{name}-allow-dns",
+                metadata=metadata("allow-dns"),
+                spec={"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [DNS_PEER], "ports": DNS_PORTS}]},
+                opts=in_namespace,
+            ),
+            "allow-same-namespace": k8s.networking.v1.NetworkPolicy(
+                f"{name}-allow-same-namespace",
+                metadata=metadata("allow-same-namespace"),
+                spec={
+                    "podSelector": {},
+                    "policyTypes": ["Ingress", "Egress"],
+                    "ingress": [{"from": [{"podSelector": {}}]}],
+                    "egress": [{"to": [{"podSelector": {}}]}],
+                },
+                opts=in_namespace,
+            ),
+            "allow-egress": k8s.networking.v1.NetworkPolicy(
+                f"{name}-allow-egress",
+                metadata=metadata("allow-egress"),
+                spec={"podSelector": {}, "policyTypes": ["Egress"], "egress": egress_rules},
+                opts=in_namespace,
+            ),
+        }
+        self.register_outputs({"namespace": self.namespace.metadata.name})
+
+
+class DedicatedTenant(pulumi.ComponentResource):
+    """A tenant with its own subnet in every AZ and its own tainted node group
+    there, so everything it sends leaves from its subnets (seed, patterns 1-2)."""
+
+    def __init__(self, name: str, tenant: Tenant, addresses: TenantAddresses, *,
+                 network: Network, cluster: Cluster, cni: Cni,
+                 route_tables: dict[str, aws.ec2.RouteTable],
+                 subnet_depends_on: list[pulumi.Resource] | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("egress:tenancy:DedicatedTenant", name, None, opts)
+        self.subnets = {}
+        for subnet in addresses.subnets:
+            resource = network.subnet(
+                f"{name}", subnet, {TENANT_KEY: tenant.name}, parent=self, depends_on=subnet_depends_on
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-{subnet.az}",
+                subnet_id=resource.id,
+                route_table_id=route_tables[subnet.az].id,
+                opts=pulumi.ResourceOptions(parent=resource),
+            )
+            self.subnets[subnet.az] = resource
+        self.node_group = cluster.node_group(
+            name,
+            subnet_ids=[s.id for s in self.subnets.values()],
+            size=tenant.nodes,
+            labels={TENANT_KEY: tenant.name},
+            taints=[tenant_taint(tenant)],
+            cni=cni,
+            parent=self,
+        )
+        self.namespace = TenantNamespace(
+            name, tenant, cluster.provider, egress_rules=upstream_egress_rules(tenant),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"subnet_ids": [s.id for s in self.subnets.values()]})
