@@ -106,7 +106,6 @@ class Cluster(pulumi.ComponentResource):
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=self.eks.kubeconfig_json,
-            enable_server_side_apply=True,
             opts=child,
         )
 
@@ -278,7 +277,7 @@ class VpcCni(Cni):
             configuration=self.configuration, service_account_role_arn=role.arn,
         )
         self.kube_proxy = cluster.addon(f"{name}-kube-proxy", "kube-proxy", parent=self)
-        self.register_outputs({})
+        self.register_outputs({"vpc_cni_role_arn": role.arn})
 
 
 class SystemNodes(pulumi.ComponentResource):
@@ -300,4 +299,4 @@ class SystemNodes(pulumi.ComponentResource):
         self.coredns = cluster.addon(
             f"{name}-coredns", "coredns", parent=self, depends_on=[self.node_group]
         )
-        self.register_outputs({})
+        self.register_outputs({"node_group": self.node_group.node_group_name})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import runpy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +24,12 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.proto import resource_pb2
-from pulumi.runtime.settings import SETTINGS, reset_options
+from pulumi.runtime.settings import SETTINGS, get_root_resource, reset_options
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from .plan import Plan
-from .program import deploy, plan_from_config
+from .program import plan_from_config
 from .settings import NAMESPACE, ConfigError, Problem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,7 @@ _UNKNOWN = rpc.UNKNOWN
 @dataclass(frozen=True)
 class RecordedResource:
     urn: str
+    id: str  # the mock's physical id, which other resources' inputs refer to
     type: str
     name: str
     parent: str
@@ -85,6 +87,10 @@ class Graph:
 
     def by_urn(self) -> dict[str, RecordedResource]:
         return {r.urn: r for r in self.resources}
+
+    def by_id(self, resource_id: str) -> RecordedResource:
+        (match,) = [r for r in self.resources if r.custom and r.id == resource_id]
+        return match
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -185,7 +191,7 @@ class _Mocks(pulumi_mocks.Mocks):
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
         inputs = dict(args.inputs)
-        rid = f"{args.name}-id"
+        rid = f"{args.typ.rsplit(':', 1)[-1].lower()}-{args.name}"  # e.g. subnet-payments-eu-west-1a
         arn = f"arn:aws:{args.typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT}:{args.name}"
         state = {**inputs, "id": rid, "arn": arn}
         state.setdefault("name", args.name)
@@ -253,24 +259,25 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             dependencies.update(deps)
         if request.remote:
             self._components[request.name] = urn
+        resource_id, state = self.mocks.new_resource(
+            pulumi_mocks.MockResourceArgs(
+                typ=request.type, name=request.name, inputs=inputs, provider=request.provider,
+                resource_id=request.importId, custom=request.custom,
+            )
+        )
         self.recorded.append(
             RecordedResource(
                 urn=urn,
+                id=resource_id,
                 type=request.type,
                 name=request.name,
                 parent=request.parent,
                 custom=request.custom,
                 remote=request.remote,
-                provider=request.provider.split("::")[0] if request.provider else "",
+                provider=request.provider.rsplit("::", 1)[0] if request.provider else "",  # "<urn>::<id>"
                 inputs=inputs,
                 dependencies=tuple(sorted(dependencies)),
                 property_dependencies=property_dependencies,
-            )
-        )
-        resource_id, state = self.mocks.new_resource(
-            pulumi_mocks.MockResourceArgs(
-                typ=request.type, name=request.name, inputs=inputs, provider=request.provider,
-                resource_id=request.importId, custom=request.custom,
             )
         )
         wire = _sync_await(rpc.serialize_properties(state, {}))
@@ -293,8 +300,10 @@ def run(stack: str, stack_config: Mapping[str, Any]) -> Graph:
     SETTINGS.outputs.clear()
 
     def program() -> None:
-        outputs = deploy(plan)
-        graph.outputs = _sync_await(pulumi.Output.from_input(outputs).future())
+        # The very entry point `pulumi up` runs, so the offline plan is the real program.
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        exports = get_root_resource().outputs
+        graph.outputs = _sync_await(pulumi.Output.from_input(exports).future())
 
     _sync_await(run_pulumi_func(program))
     graph.resources = monitor.recorded

@@ -18,6 +18,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
+from functools import cache
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -27,6 +28,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
 )
 from pydantic.alias_generators import to_camel
@@ -211,9 +213,9 @@ def load_settings(
                 data[key] = parsed
 
     raw_tenants = data.pop("tenants", [])
-    base, base_problems = _validate(Settings, {**data, "tenants": []}, "")
+    fields, field_problems = _validate_fields(data)
     reported = {p.key for p in problems}
-    problems += [p for p in base_problems if p.key not in reported]
+    problems += [p for p in field_problems if p.key not in reported]
     tenants: list[tuple[int, Tenant]] = []
     if not isinstance(raw_tenants, list):
         problems.append(Problem(f"{NAMESPACE}:tenants", "must be a list of tenants"))
@@ -224,15 +226,48 @@ def load_settings(
         if tenant:
             tenants.append((index, tenant))
 
-    problems += _tenant_checks(base, tenants, raw_tenants)
-    if base:
-        problems += _base_checks(base)
+    problems += _base_checks(fields) + _tenant_checks(fields, tenants, raw_tenants)
     if problems:
         raise ConfigError(problems)
-    settings = base.model_copy(update={"tenants": [t for _, t in tenants]})
+    settings = Settings.model_validate({**data, "tenants": raw_tenants})
     if extra_checks and (more := extra_checks(settings)):
         raise ConfigError(more)
     return settings
+
+
+class _Partial(dict):
+    """The top-level values that validated, by field name; invalid ones are None,
+    so cross-value checks can still run on the rest."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self.get(name)
+
+
+@cache
+def _field_adapter(name: str) -> TypeAdapter:
+    field = Settings.model_fields[name]
+    if not field.metadata:
+        return TypeAdapter(field.annotation)
+    return TypeAdapter(Annotated[(field.annotation, *field.metadata)])
+
+
+def _validate_fields(data: dict[str, Any]) -> tuple[_Partial, list[Problem]]:
+    values, problems = _Partial(), []
+    for name, field in Settings.model_fields.items():
+        alias = field.alias or name
+        if name == "tenants":
+            continue
+        if alias not in data:
+            if field.is_required():
+                problems.append(Problem(_key("", (alias,)), "is required; set it in the stack file (see README, 'Configuration')"))
+            else:
+                values[name] = field.get_default(call_default_factory=True)
+            continue
+        try:
+            values[name] = _field_adapter(name).validate_python(data[alias])
+        except ValidationError as error:
+            problems += [_describe(Settings, {**e, "loc": (alias, *e["loc"])}, "") for e in error.errors()]
+    return values, problems
 
 
 def _decode(full_key: str, key: str, value: Any) -> tuple[Any, Problem | None]:
@@ -240,8 +275,9 @@ def _decode(full_key: str, key: str, value: Any) -> tuple[Any, Problem | None]:
         try:
             return json.loads(value), None
         except json.JSONDecodeError as error:
-            return None, Problem(full_key, f"is not valid JSON/YAML ({error.msg}); check the stack file")
-    return value, None
+            if value.lstrip()[:1] in ("[", "{"):
+                return None, Problem(full_key, f"is not valid JSON/YAML ({error.msg}); check the stack file")
+    return value, None  # a plain string where a list belongs: the model names the type
 
 
 def _unknown_key_fix(key: str, known: Iterable[str]) -> str:
@@ -316,26 +352,27 @@ def _model_at(model: type[_Model], loc: tuple[Any, ...]) -> type[_Model] | None:
 # --- checks across values ----------------------------------------------------
 
 
-def _base_checks(s: Settings) -> list[Problem]:
+def _base_checks(s: _Partial) -> list[Problem]:
     problems: list[Problem] = []
     azs = s.availability_zones
     key = f"{NAMESPACE}:availabilityZones"
-    if len(set(azs)) < 2:
-        problems.append(Problem(key, f"needs at least two distinct AZs for high availability (got {azs})"))
-    if len(azs) > MAX_AZS:
-        problems.append(Problem(key, f"lists {len(azs)} AZs; at most {MAX_AZS} are supported"))
-    for dup in sorted({a for a in azs if azs.count(a) > 1}):
-        problems.append(Problem(key, f"{dup!r} is listed twice; list each AZ once"))
-    if not _REGION.match(s.region):
+    if azs is not None:
+        if len(set(azs)) < 2:
+            problems.append(Problem(key, f"needs at least two distinct AZs for high availability (got {azs})"))
+        if len(azs) > MAX_AZS:
+            problems.append(Problem(key, f"lists {len(azs)} AZs; at most {MAX_AZS} are supported"))
+        for dup in sorted({a for a in azs if azs.count(a) > 1}):
+            problems.append(Problem(key, f"{dup!r} is listed twice; list each AZ once"))
+    if s.region is not None and not _REGION.match(s.region):
         problems.append(Problem("aws:region", f"{s.region!r} is not an AWS region name, e.g. eu-west-1"))
-    else:
+    elif s.region is not None and azs is not None:
         for az in azs:
             if not (az.startswith(s.region) and _AZ_SUFFIX.match(az[len(s.region):])):
                 problems.append(
                     Problem(key, f"{az!r} is not an AZ of region {s.region}; use e.g. {s.region}a")
                 )
-    for index, onprem in enumerate(s.on_prem_cidrs):
-        if onprem.overlaps(s.vpc_cidr):
+    for index, onprem in enumerate(s.on_prem_cidrs or []):
+        if s.vpc_cidr is not None and onprem.overlaps(s.vpc_cidr):
             problems.append(
                 Problem(
                     f"{NAMESPACE}:onPremCidrs[{index}]",
@@ -343,8 +380,8 @@ def _base_checks(s: Settings) -> list[Problem]:
                     "routable from the VPC, so pick a VPC range the network team has not used",
                 )
             )
-    for index, net in enumerate(s.endpoint_public_access_cidrs):
-        if net.prefixlen == 0 or net.is_private:
+    for index, net in enumerate(s.endpoint_public_access_cidrs or []):
+        if net.prefixlen == 0 or any(net.overlaps(r) for r in PRIVATE_RANGES):
             problems.append(
                 Problem(
                     f"{NAMESPACE}:endpointPublicAccessCidrs[{index}]",
@@ -359,40 +396,43 @@ def _base_checks(s: Settings) -> list[Problem]:
                 "'transit-gateway' needs egress:transitGatewayId; set it, or use 'nat'",
             )
         )
-    if s.system_nodes.min > s.system_nodes.max:
+    if s.system_nodes is not None and s.system_nodes.min > s.system_nodes.max:
         problems.append(Problem(f"{NAMESPACE}:systemNodes.min", "is larger than systemNodes.max"))
     return problems
 
 
-def _tenant_checks(
-    base: Settings | None, tenants: list[tuple[int, Tenant]], raw: list[Any]
-) -> list[Problem]:
+def _tenant_checks(base: _Partial, tenants: list[tuple[int, Tenant]], raw: list[Any]) -> list[Problem]:
     problems: list[Problem] = []
     if not raw:
         problems.append(Problem(f"{NAMESPACE}:tenants", "is empty; list at least one tenant"))
-    seen: dict[str, dict[str, int]] = {"name": {}, "namespace": {}, "slot": {}}
-    for index, tenant in tenants:
-        key = f"{NAMESPACE}:tenants[{index}]"
-        values = {"name": tenant.name, "namespace": tenant.k8s_namespace, "slot": tenant.slot}
+    # Uniqueness on the raw entries, so an otherwise invalid tenant still counts.
+    seen: dict[str, dict[Any, int]] = {"name": {}, "namespace": {}, "slot": {}}
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            continue
+        values = {"name": entry.get("name"), "namespace": entry.get("namespace") or entry.get("name"),
+                  "slot": entry.get("slot")}
         for field, value in values.items():
-            if value is None:
+            if value is None or not isinstance(value, (str, int)):
                 continue
             if value in seen[field]:
                 problems.append(
                     Problem(
-                        f"{key}.{field}",
+                        f"{NAMESPACE}:tenants[{index}].{field}",
                         f"{value!r} is already used by tenants[{seen[field][value]}]; "
                         f"each tenant needs its own {field}",
                     )
                 )
             else:
                 seen[field][value] = index
+    for index, tenant in tenants:
+        key = f"{NAMESPACE}:tenants[{index}]"
         if tenant.k8s_namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
             problems.append(Problem(f"{key}.namespace", f"{tenant.k8s_namespace!r} is reserved; pick another"))
         if tenant.nodes.min > tenant.nodes.max:
             problems.append(Problem(f"{key}.nodes.min", "is larger than nodes.max"))
         for u, upstream in enumerate(tenant.upstreams):
-            if base and not any(upstream.cidr.subnet_of(o) for o in base.on_prem_cidrs):
+            if base.on_prem_cidrs and not any(upstream.cidr.subnet_of(o) for o in base.on_prem_cidrs):
                 problems.append(
                     Problem(
                         f"{key}.upstreams[{u}].cidr",
@@ -400,7 +440,7 @@ def _tenant_checks(
                         f"({', '.join(map(str, base.on_prem_cidrs))}); add its range there or fix the CIDR",
                     )
                 )
-            if base and upstream.cidr.overlaps(base.vpc_cidr):
+            if base.vpc_cidr and upstream.cidr.overlaps(base.vpc_cidr):
                 problems.append(
                     Problem(f"{key}.upstreams[{u}].cidr", f"{upstream.cidr} overlaps egress:vpcCidr")
                 )

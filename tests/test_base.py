@@ -1,0 +1,171 @@
+"""The shared base under every pattern: private, encrypted, highly available,
+and identical across patterns so a pattern change never replaces it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import EKS, NODE_GROUP, ROUTE, SUBNET, VPC, planned, stack_config
+from patterns import offline
+from patterns.registry import PATTERNS
+
+STACK = "subnet-cidr"
+BASE_KEYS = (
+    "aws:region", "egress:availabilityZones", "egress:vpcCidr", "egress:onPremCidrs", "egress:transitGatewayId",
+    "egress:internetEgress", "egress:kubernetesVersion", "egress:clusterAdminRoleArns",
+    "egress:endpointPublicAccessCidrs", "egress:deletionProtection", "egress:clusterSubnetPrefix",
+)
+# What a pattern change must leave untouched: same URN, same inputs.
+BASE_TYPES = (VPC, EKS, "aws:kms/key:Key", "aws:iam/role:Role", "aws:ec2/launchTemplate:LaunchTemplate",
+              "aws:ec2transitgateway/vpcAttachment:VpcAttachment", "aws:ec2/natGateway:NatGateway")
+
+
+def test_vpc_has_dns_for_private_endpoints(graph):
+    vpc = graph.get(VPC, "egress-vpc")
+    assert vpc.inputs["cidrBlock"] == "10.20.0.0/16"
+    assert vpc.inputs["enableDnsSupport"] is True and vpc.inputs["enableDnsHostnames"] is True
+
+
+def test_cluster_subnets_are_private_one_per_az(graph):
+    subnets = {r.inputs["availabilityZone"]: r for r in graph.by_type(SUBNET) if r.name.startswith("egress-cluster-")}
+    assert {az: s.inputs["cidrBlock"] for az, s in subnets.items()} == {
+        "eu-west-1a": "10.20.0.0/20", "eu-west-1b": "10.20.16.0/20", "eu-west-1c": "10.20.32.0/20",
+    }
+    assert all(s.inputs["mapPublicIpOnLaunch"] is False for s in subnets.values())
+
+
+def test_private_routes_stay_in_their_az(graph):
+    for az in ("eu-west-1a", "eu-west-1b", "eu-west-1c"):
+        table = graph.get("aws:ec2/routeTable:RouteTable", f"egress-private-{az}")
+        onprem = graph.get(ROUTE, f"egress-private-{az}-onprem-0")
+        assert onprem.inputs["destinationCidrBlock"] == "10.100.0.0/14"
+        assert onprem.inputs["transitGatewayId"] == "tgw-0a1b2c3d4e5f60718"
+        assert onprem.inputs["routeTableId"] == table.id
+        assert graph.get("aws:ec2transitgateway/vpcAttachment:VpcAttachment", "egress-tgw").urn in onprem.dependencies
+        internet = graph.get(ROUTE, f"egress-private-{az}-internet")
+        nat = graph.by_id(internet.inputs["natGatewayId"])
+        assert internet.inputs["destinationCidrBlock"] == "0.0.0.0/0"
+        assert graph.by_id(nat.inputs["subnetId"]).inputs["availabilityZone"] == az
+
+
+def test_transit_gateway_attaches_in_every_cluster_subnet(graph):
+    attachment = graph.get("aws:ec2transitgateway/vpcAttachment:VpcAttachment", "egress-tgw")
+    azs = {graph.by_id(i).inputs["availabilityZone"] for i in attachment.inputs["subnetIds"]}
+    assert azs == {"eu-west-1a", "eu-west-1b", "eu-west-1c"}
+
+
+def test_aws_apis_are_reached_through_vpc_endpoints(graph):
+    endpoints = {r.inputs["serviceName"]: r for r in graph.by_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
+    for service in ("ecr.api", "ecr.dkr", "sts", "ec2", "eks-auth"):
+        endpoint = endpoints[f"com.amazonaws.eu-west-1.{service}"]
+        assert endpoint.inputs["privateDnsEnabled"] is True
+        assert len(endpoint.inputs["subnetIds"]) == 3
+    assert endpoints["com.amazonaws.eu-west-1.s3"].inputs["vpcEndpointType"] == "Gateway"
+    group = graph.get("aws:ec2/securityGroup:SecurityGroup", "egress-endpoints")
+    assert group.inputs["ingress"][0]["cidrBlocks"] == ["10.20.0.0/16"]
+    assert group.inputs["ingress"][0]["fromPort"] == 443
+
+
+def test_control_plane_is_private_encrypted_and_audited(graph):
+    cluster = graph.get(EKS, "egress")
+    inputs = cluster.inputs
+    assert inputs["endpointPrivateAccess"] is True and inputs["endpointPublicAccess"] is False
+    assert "publicAccessCidrs" not in inputs
+    assert inputs["authenticationMode"] == "API"
+    assert inputs["enabledClusterLogTypes"] == ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+    assert inputs["createOidcProvider"] is True
+    assert inputs["bootstrapSelfManagedAddons"] is False and inputs["skipDefaultNodeGroup"] is True
+    assert inputs["nodeAssociatePublicIpAddress"] is False
+    assert inputs["deletionProtection"] is True
+    key = graph.get("aws:kms/key:Key", "egress-secrets")
+    assert key.inputs["enableKeyRotation"] is True
+    assert inputs["encryptionConfigKeyArn"] == f"arn:aws:kms:eu-west-1:{offline.ACCOUNT}:egress-secrets"
+    assert key.urn in cluster.dependencies
+    (admin,) = inputs["accessEntries"].values()
+    assert admin["principalArn"] == "arn:aws:iam::111122223333:role/platform-admin"
+
+
+def test_public_endpoint_only_with_explicit_cidrs():
+    config = stack_config(STACK)
+    config["egress:endpointPublicAccessCidrs"] = ["198.51.100.0/24"]
+    inputs = offline.run("public", config).get(EKS, "egress").inputs
+    assert inputs["endpointPublicAccess"] is True
+    assert inputs["publicAccessCidrs"] == ["198.51.100.0/24"]
+
+
+def test_nodes_require_imdsv2_and_have_no_public_ips(graph):
+    template = graph.get("aws:ec2/launchTemplate:LaunchTemplate", "egress-nodes")
+    assert template.inputs["metadataOptions"] == {
+        "httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1,
+    }
+    assert template.inputs["blockDeviceMappings"][0]["ebs"]["encrypted"] == "true"
+    for group in graph.by_type(NODE_GROUP):
+        assert group.inputs["launchTemplate"]["id"] == template.id
+        assert "remoteAccess" not in group.inputs
+        subnets = [graph.by_id(i) for i in group.inputs["subnetIds"]]
+        assert all(s.inputs["mapPublicIpOnLaunch"] is False for s in subnets)
+        assert len({s.inputs["availabilityZone"] for s in subnets}) >= 2
+        assert group.inputs["scalingConfig"]["minSize"] >= 2
+
+
+def test_vpc_cni_has_its_own_role_and_enforces_network_policy(graph):
+    addon = graph.get("aws:eks/addon:Addon", "egress-vpc-cni")
+    assert json.loads(addon.inputs["configurationValues"])["enableNetworkPolicy"] == "true"
+    role = graph.get("aws:iam/role:Role", "egress-vpc-cni")
+    assert addon.inputs["serviceAccountRoleArn"] == f"arn:aws:iam::{offline.ACCOUNT}:role/egress-vpc-cni"
+    trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
+    assert trust["Condition"]["StringEquals"] == {
+        "oidc.eks.eu-west-1.amazonaws.com/id/EGRESS:sub": "system:serviceaccount:kube-system:aws-node",
+        "oidc.eks.eu-west-1.amazonaws.com/id/EGRESS:aud": "sts.amazonaws.com",
+    }
+    node_policies = {r.inputs["policyArn"] for r in graph.by_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+                     if r.parent.endswith("::egress-node")}
+    assert not any("CNI" in p for p in node_policies)
+
+
+def test_node_groups_wait_for_the_cni_and_coredns_waits_for_nodes(graph):
+    cni = graph.get("aws:eks/addon:Addon", "egress-vpc-cni")
+    system = graph.get(NODE_GROUP, "egress-system")
+    assert cni.urn in system.dependencies
+    assert system.urn in graph.get("aws:eks/addon:Addon", "egress-coredns").dependencies
+
+
+def test_independent_resources_are_not_serialised(graph):
+    groups = graph.by_type(NODE_GROUP)
+    urns = {g.urn for g in groups}
+    for group in groups:
+        assert not urns & set(group.dependencies), f"{group.name} waits for another node group"
+    for namespace in graph.by_type("kubernetes:core/v1:Namespace"):
+        assert not urns & set(namespace.dependencies)
+
+
+def _base_config_for(pattern: str) -> dict:
+    """The pattern's shipped stack with the base settings of the subnet-cidr stack."""
+    base = stack_config(STACK)
+    config = stack_config(pattern)
+    for key in BASE_KEYS:
+        config.pop(key, None)
+        if key in base:
+            config[key] = base[key]
+    return config
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_changing_the_pattern_keeps_vpc_and_cluster(pattern):
+    reference = {(r.type, r.urn): r.inputs for r in planned(STACK).resources if r.type in BASE_TYPES}
+    graph = offline.run(STACK, _base_config_for(pattern))
+    assert graph.plan.settings.pattern == pattern
+    other = {(r.type, r.urn): r.inputs for r in graph.resources if r.type in BASE_TYPES}
+    assert other == reference
+    assert {t for t, _ in reference} >= {VPC, EKS}
+
+
+def test_every_shipped_stack_plans_cleanly():
+    names = offline.stack_names()
+    assert set(names) >= set(PATTERNS)
+    for name in names:
+        graph = planned(name)
+        assert graph.plan.settings.pattern == name
+        assert graph.outputs["egressAllowList"] == graph.plan.allow_list_json()

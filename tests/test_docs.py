@@ -1,0 +1,64 @@
+"""README, Pulumi.yaml, stacks and code agree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from patterns.registry import PATTERNS
+from patterns.settings import PATTERN_NAMES, Settings, _field_adapter
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_pattern_table_matches_the_registry():
+    rows = re.findall(r"^\| `([a-z-]+)` \|.*\| (\w+) \|$", README, re.MULTILINE)
+    assert [name for name, _ in rows] == list(PATTERN_NAMES)
+    for name, status in rows:
+        assert (status == "available") == (name in PATTERNS), name
+
+
+def test_readme_commands_are_what_ci_runs():
+    blocks = re.findall(r"```sh\n(.*?)```", README, re.DOTALL)
+    setup, test = blocks[0].strip().splitlines()
+    assert setup.startswith("python3 -m venv venv && venv/bin/pip install -r requirements.txt && ")
+    assert "python -m patterns plan --stack subnet-cidr" in setup
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test in ci
+    assert "pip install" in ci and "-r requirements.txt" in ci
+
+
+def test_config_keys_are_declared_and_documented():
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    declared = set(project["config"])
+    fields = {f.alias for n, f in Settings.model_fields.items() if n != "region"}
+    objects = {"tenants", "systemNodes"}
+    assert declared == fields - objects
+    comment = (ROOT / "Pulumi.yaml").read_text()
+    for key in objects:
+        assert f"egress:{key}" in comment
+    for key in fields:
+        assert f"`egress:{key}`" in README, key
+    for key, spec in project["config"].items():
+        assert spec.get("description"), key
+        assert spec["type"] in ("string", "integer", "boolean", "array")
+
+
+def test_declared_defaults_are_valid_settings():
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    for key, spec in project["config"].items():
+        if "default" in spec:
+            name = next(n for n, f in Settings.model_fields.items() if f.alias == key)
+            _field_adapter(name).validate_python(spec["default"])
+
+
+def test_every_stack_names_its_own_pattern():
+    for path in sorted((ROOT / "stacks").glob("Pulumi.*.yaml")):
+        config = yaml.safe_load(path.read_text())["config"]
+        stack = path.name[len("Pulumi."):-len(".yaml")]
+        assert config["egress:pattern"] == stack
+        assert len(config["egress:tenants"]) >= 2
+        assert len(config["egress:availabilityZones"]) >= 2

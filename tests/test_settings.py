@@ -1,0 +1,190 @@
+"""Bad input: every problem named by its config key, with the fix, all at once,
+before any resource is registered."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pulumi
+import pytest
+from pulumi.runtime.config import set_all_config
+
+from conftest import assert_problem, config_with, problems, stack_config
+from patterns import offline
+from patterns.settings import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tenant(name="payments", **fields):
+    base = {"name": name, "upstreams": [{"name": "db", "cidr": "10.100.10.0/24", "ports": [443]}]}
+    return {**base, **fields}
+
+
+def upstream(**fields):
+    return {"name": "db", "cidr": "10.100.10.0/24", "ports": [443], **fields}
+
+
+def test_shipped_stack_is_valid():
+    assert problems(stack_config("subnet-cidr")) == []
+
+
+@pytest.mark.parametrize(
+    "key, value, reported_key, fragments",
+    [
+        ("vpcCidr", "10.20.0.300/16", "egress:vpcCidr", ("is not an IPv4 CIDR", "e.g. 10.30.0.0/16")),
+        ("vpcCidr", "10.20.1.0/16", "egress:vpcCidr", ("host bits set", "use 10.20.0.0/16")),
+        ("vpcCidr", "8.8.0.0/16", "egress:vpcCidr", ("not a private range", "10.0.0.0/8")),
+        ("onPremCidrs", ["192.0.2.0/24"], "egress:onPremCidrs[0]", ("not a private range",)),
+        ("onPremCidrs", ["10.20.128.0/17"], "egress:onPremCidrs[0]", ("overlaps egress:vpcCidr",)),
+        ("onPremCidrs", [], "egress:onPremCidrs", ("at least 1",)),
+        ("availabilityZones", ["eu-west-1a"], "egress:availabilityZones", ("at least two distinct AZs",)),
+        ("availabilityZones", ["eu-west-1a", "eu-west-1a"], "egress:availabilityZones", ("listed twice",)),
+        ("availabilityZones", ["eu-west-1a", "us-east-1b"], "egress:availabilityZones",
+         ("'us-east-1b' is not an AZ of region eu-west-1", "eu-west-1a")),
+        ("availabilityZones", ["eu-west-1a", "eu-west-1b", "eu-west-1c", "eu-west-1d", "eu-west-1e"],
+         "egress:availabilityZones", ("at most 4",)),
+        ("availabilityZones", "eu-west-1a", "egress:availabilityZones", ("valid list",)),
+        ("pattern", "nat-gateway", "egress:pattern", ("'subnet-cidr'", "'private-nat'", "'cilium'", "'istio'")),
+        ("kubernetesVersion", "latest", "egress:kubernetesVersion", ("e.g. '1.35'",)),
+        ("transitGatewayId", "tgw-xyz", "egress:transitGatewayId", ("tgw-0123456789abcdef0",)),
+        ("clusterAdminRoleArns", ["admin"], "egress:clusterAdminRoleArns[0]", ("arn:aws:iam::<account>:role/<name>",)),
+        ("clusterAdminRoleArns", [], "egress:clusterAdminRoleArns", ("at least 1",)),
+        ("endpointPublicAccessCidrs", ["0.0.0.0/0"], "egress:endpointPublicAccessCidrs[0]", ("never 0.0.0.0/0",)),
+        ("internetEgress", "proxy", "egress:internetEgress", ("'nat'", "'transit-gateway'", "'none'")),
+        ("tenantSubnetPrefix", 30, "egress:tenantSubnetPrefix", ("less than or equal to 26",)),
+        ("tenants", [], "egress:tenants", ("list at least one tenant",)),
+        ("tenants", "payments", "egress:tenants", ("list of tenants",)),
+        ("pattren", "subnet-cidr", "egress:pattren", ("did you mean 'pattern'",)),
+        ("vpcCidrs", "10.0.0.0/16", "egress:vpcCidrs", ("did you mean 'vpcCidr'",)),
+    ],
+)
+def test_top_level_problems(key, value, reported_key, fragments):
+    assert_problem(config_with(**{key: value}), reported_key, *fragments)
+
+
+def test_internet_egress_through_a_missing_transit_gateway():
+    config = config_with(internetEgress="transit-gateway", transitGatewayId=None)
+    assert_problem(config, "egress:internetEgress", "needs egress:transitGatewayId")
+
+
+def test_region_must_exist_in_config():
+    assert_problem(config_with(**{"aws:region": None}), "aws:region", "is required")
+    assert_problem(config_with(**{"aws:region": "europe"}), "aws:region", "not an AWS region name")
+
+
+@pytest.mark.parametrize(
+    "tenants, reported_key, fragments",
+    [
+        ([tenant(), tenant()], "egress:tenants[1].name", ("'payments' is already used by tenants[0]",)),
+        ([tenant("a", namespace="shared"), tenant("b", namespace="shared")], "egress:tenants[1].namespace",
+         ("already used by tenants[0]",)),
+        ([tenant("Payments")], "egress:tenants[0].name", ("not a DNS-1123 label",)),
+        ([tenant(namespace="pay_ments")], "egress:tenants[0].namespace", ("not a DNS-1123 label",)),
+        ([tenant(namespace="kube-system")], "egress:tenants[0].namespace", ("is reserved",)),
+        ([tenant(upstreams=[upstream(cidr="10.99.0.0/24")])], "egress:tenants[0].upstreams[0].cidr",
+         ("outside egress:onPremCidrs", "10.100.0.0/14")),
+        ([tenant(upstreams=[upstream(cidr="not-a-cidr")])], "egress:tenants[0].upstreams[0].cidr",
+         ("not an IPv4 CIDR",)),
+        ([tenant(upstreams=[upstream(cidr="203.0.113.0/24")])], "egress:tenants[0].upstreams[0].cidr",
+         ("not a private range",)),
+        ([tenant(upstreams=[upstream(ports=[])])], "egress:tenants[0].upstreams[0].ports",
+         ("is empty", "e.g. [443]")),
+        ([tenant(upstreams=[upstream(ports=[0, 70000])])], "egress:tenants[0].upstreams[0].ports[0]",
+         ("out of range", "1-65535")),
+        ([tenant(upstreams=[upstream(ports=[70000])])], "egress:tenants[0].upstreams[0].ports[0]",
+         ("out of range",)),
+        ([tenant(upstreams=[upstream(ports="443")])], "egress:tenants[0].upstreams[0].ports",
+         ("valid list",)),
+        ([tenant(upstreams=[upstream(host="not a host")])], "egress:tenants[0].upstreams[0].host",
+         ("not a host name",)),
+        ([tenant(upstreams=[upstream(), upstream()])], "egress:tenants[0].upstreams", ("used twice",)),
+        ([tenant(upstreams=[])], "egress:tenants[0].upstreams", ("at least 1",)),
+        ([tenant(nodes={"min": 1})], "egress:tenants[0].nodes.min", ("greater than or equal to 2",)),
+        ([tenant(nodes={"min": 5, "max": 3})], "egress:tenants[0].nodes.min", ("larger than nodes.max",)),
+        ([tenant(upstream=[])], "egress:tenants[0].upstream", ("did you mean 'upstreams'",)),
+        ([tenant(upstreams=[upstream(port=[443])])], "egress:tenants[0].upstreams[0].port",
+         ("did you mean 'ports'",)),
+        ([tenant(nodes={"instancetype": "m7i.large"})], "egress:tenants[0].nodes.instancetype",
+         ("did you mean 'instanceType'",)),
+        ([tenant("a", slot=1), tenant("b")], "egress:tenants[1].slot", ("slot 1 is already taken by tenants[0]",)),
+    ],
+)
+def test_tenant_problems(tenants, reported_key, fragments):
+    assert_problem(config_with(tenants=tenants), reported_key, *fragments)
+
+
+def test_tenants_that_do_not_fit_in_the_vpc():
+    # A /20 VPC holds the shared blocks and no /23 tenant slot of 4 AZ subnets.
+    config = config_with(vpcCidr="10.20.0.0/20", clusterSubnetPrefix=24, tenants=[tenant("a"), tenant("b")])
+    found = problems(config)
+    assert any(p.startswith("egress:tenants[0]:") and "does not fit" in p and "tenantSubnetPrefix" in p for p in found), found
+
+
+def test_every_problem_is_listed_at_once():
+    config = config_with(
+        vpcCidr="8.8.0.0/16",
+        availabilityZones=["eu-west-1a"],
+        pattren="x",
+        tenants=[
+            tenant("Bad_Name"),
+            tenant("ok", upstreams=[upstream(cidr="10.99.0.0/24", ports=[])]),
+            tenant("ok"),
+        ],
+    )
+    found = problems(config)
+    for key in (
+        "egress:vpcCidr:",
+        "egress:availabilityZones:",
+        "egress:pattren:",
+        "egress:tenants[0].name:",
+        "egress:tenants[1].upstreams[0].ports:",
+        "egress:tenants[2].name:",
+    ):
+        assert any(p.startswith(key) for p in found), (key, found)
+
+
+def test_malformed_stack_file(tmp_path):
+    bad = tmp_path / "Pulumi.bad.yaml"
+    bad.write_text("config:\n  egress:pattern: [subnet-cidr\n")
+    with pytest.raises(ConfigError) as error:
+        offline.run_stack(config_file=bad)
+    assert "is not valid YAML at line" in str(error.value)
+    bad.write_text("egress:pattern: subnet-cidr\n")
+    with pytest.raises(ConfigError, match="needs a top-level 'config:' mapping"):
+        offline.run_stack(config_file=bad)
+
+
+def test_config_errors_come_before_any_resource(monkeypatch):
+    registered = []
+    monkeypatch.setattr(offline.RecordingMonitor, "RegisterResource", lambda self, r: registered.append(r))
+    with pytest.raises(ConfigError):
+        offline.run("test", config_with(vpcCidr="nonsense"))
+    assert registered == []
+
+
+def test_plan_command_exits_2_with_messages_and_no_traceback(tmp_path):
+    bad = tmp_path / "Pulumi.bad.yaml"
+    bad.write_text("config:\n  aws:region: eu-west-1\n  egress:pattern: subnet-cidr\n  egress:vpcCidr: 10.0.0.0/33\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "patterns", "plan", "--config-file", str(bad)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "egress:vpcCidr: '10.0.0.0/33' is not an IPv4 CIDR" in result.stderr
+    assert "egress:tenants: is empty" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_pulumi_entry_point_reports_a_run_error_without_traceback(monkeypatch):
+    """`pulumi up` shows a RunError as its message only."""
+    config = offline.engine_config(config_with(vpcCidr="8.8.0.0/16"))
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(config))
+    set_all_config({})  # as in a real run, the config comes from the engine's environment
+    with pytest.raises(pulumi.RunError) as error:
+        runpy.run_path(str(ROOT / "__main__.py"))
+    assert "egress:vpcCidr: 8.8.0.0/16 is not a private range" in str(error.value)
