@@ -172,6 +172,7 @@ class Settings(_Model):
     cluster_subnet_prefix: int = Field(ge=16, le=26)
     egress_subnet_prefix: int = Field(ge=16, le=28)
     tenant_subnet_prefix: int = Field(ge=16, le=26)
+    gateway_instance_type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
     system_nodes: NodeGroupSize = NodeGroupSize()
     tenants: list[Tenant] = []
 
@@ -320,6 +321,8 @@ def _describe(model: type[_Model], error: Any, prefix: str) -> Problem:
         message = f"{error['input']!r} is not a transit gateway id; use tgw-0123456789abcdef0, or '' for none"
     elif kind == "string_pattern_mismatch" and "clusterAdminRoleArns" in loc:
         message = f"{error['input']!r} is not an IAM role ARN; use arn:aws:iam::<account>:role/<name>"
+    elif kind == "string_pattern_mismatch" and loc[-1:] == ("gatewayInstanceType",):
+        message = f"{error['input']!r} is not an EC2 instance type; use e.g. 'c6in.large'"
     elif kind == "literal_error":
         message = f"{error['input']!r} is not allowed; use one of {error['ctx']['expected']}"
     elif kind == "too_short" and loc[-1:] == ("ports",):

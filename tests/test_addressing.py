@@ -30,6 +30,7 @@ def make_settings(tenants: int, azs: int = 3, vpc: str = "10.20.0.0/16", tenant_
             "clusterSubnetPrefix": 20,
             "egressSubnetPrefix": 24,
             "tenantSubnetPrefix": tenant_prefix,
+            "gatewayInstanceType": "c6in.large",
             "tenants": [
                 {
                     "name": f"t{i}",
