@@ -149,10 +149,56 @@ class Tenant(_Model):
     nodes: NodeGroupSize = NodeGroupSize()
     # Fixed position in the address plan; default: position in the list.
     slot: int | None = Field(default=None, ge=0)
+    # private-nat: the egress profile (its NAT gateways) the tenant leaves through; default: its own.
+    egress_profile: DnsLabel | None = None
+    # private-nat: peak simultaneous connections to any one upstream (IP, port), for the capacity warning.
+    expected_connections_per_destination: int | None = Field(default=None, ge=1)
 
     @property
     def k8s_namespace(self) -> str:
         return self.namespace or self.name
+
+    @property
+    def nat_profile(self) -> str:
+        return self.egress_profile or self.name
+
+
+# --- pattern options: private-nat ---------------------------------------------
+# Read only under egress:pattern private-nat; patterns/private_nat.py checks how
+# they relate to the rest of the stack.
+
+# Private IPv4 addresses per NAT gateway: 1 primary + 7 secondary, not adjustable
+# (https://docs.aws.amazon.com/vpc/latest/userguide/nat-gateway-basics.html).
+NAT_GATEWAY_MAX_IPS = 8
+
+
+def _secondary_ips(value: int) -> int:
+    if not 0 <= value < NAT_GATEWAY_MAX_IPS:
+        raise ValueError(
+            f"{value} is out of range: a NAT gateway holds at most {NAT_GATEWAY_MAX_IPS} private IPs "
+            f"(1 primary + {NAT_GATEWAY_MAX_IPS - 1} secondary); use 0-{NAT_GATEWAY_MAX_IPS - 1}, "
+            "and move some tenants to another profile for more capacity"
+        )
+    return value
+
+
+class NatProfile(_Model):
+    """An egress profile: one private NAT gateway per AZ that a group of tenants leaves through."""
+
+    # Fixed position of the profile's NAT IPs in the egress subnets. Default: the
+    # slot of the tenant of the same name; required for a profile no tenant is named after.
+    slot: int | None = Field(default=None, ge=0)
+    # Extra private IPs per NAT gateway, each adding 55,000 connections per destination.
+    secondary_ips: Annotated[int, AfterValidator(_secondary_ips)] = 0
+
+
+class PrivateNatOptions(_Model):
+    # The secondary VPC range tenant subnets come from; it may be reused across VPCs
+    # and overlap on-prem, since everything leaving for on-prem is translated by a NAT.
+    tenant_cidr: PrivateCidr = ipaddress.IPv4Network("100.64.0.0/16")
+    profiles: dict[DnsLabel, NatProfile] = {}
+
+# --- end of pattern options ----------------------------------------------------
 
 
 class Settings(_Model):
@@ -172,6 +218,7 @@ class Settings(_Model):
     tenant_subnet_prefix: int = Field(ge=16, le=26)
     system_nodes: NodeGroupSize = NodeGroupSize()
     tenants: list[Tenant] = []
+    private_nat: PrivateNatOptions = PrivateNatOptions()
 
 
 # --- reading the config ------------------------------------------------------
