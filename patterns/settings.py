@@ -198,6 +198,7 @@ class PrivateNatOptions(_Model):
     tenant_cidr: PrivateCidr = ipaddress.IPv4Network("100.64.0.0/16")
     profiles: dict[DnsLabel, NatProfile] = {}
 
+
 # --- end of pattern options ----------------------------------------------------
 
 
@@ -344,8 +345,10 @@ def _describe(model: type[_Model], error: Any, prefix: str) -> Problem:
 
 def _model_at(model: type[_Model], loc: tuple[Any, ...]) -> type[_Model] | None:
     current: Any = model
+    dict_key = False  # the next part is a key of a dict field, not a field name
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or dict_key:
+            dict_key = False
             continue
         field = current.model_fields.get(part) or next(
             (f for f in current.model_fields.values() if f.alias == part), None
@@ -353,6 +356,7 @@ def _model_at(model: type[_Model], loc: tuple[Any, ...]) -> type[_Model] | None:
         if field is None:
             return None
         annotation = field.annotation
+        dict_key = get_origin(annotation) is dict
         args = getattr(annotation, "__args__", ())
         current = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, _Model)), None)
         if current is None:
