@@ -22,12 +22,17 @@ class Network(pulumi.ComponentResource):
     private_route_tables: dict[str, aws.ec2.RouteTable]  # by AZ
     transit_gateway_attachment: aws.ec2transitgateway.VpcAttachment | None
     endpoint_security_group: aws.ec2.SecurityGroup
+    secondary_cidr: aws.ec2.VpcIpv4CidrBlockAssociation | None  # the tenant range, when outside vpcCidr
+    cidr_blocks: list[str]  # every range of the VPC
+    s3_endpoint: aws.ec2.VpcEndpoint
 
     def __init__(self, name: str, plan: Plan, opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:base:Network", name, None, opts)
         settings = plan.settings
         child = pulumi.ResourceOptions(parent=self)
         tags = {"egress/stack": plan.stack}
+        self.internet_egress = settings.internet_egress
+        self.tags = tags
 
         self.vpc = aws.ec2.Vpc(
             f"{name}-vpc",
@@ -58,14 +63,36 @@ class Network(pulumi.ComponentResource):
                 opts=vpc_child,
             )
 
-        nat_gateways = self._internet_nat(name, plan, tags) if settings.internet_egress == "nat" else {}
+        self._internet_nat_gateways = (
+            self._internet_nat(name, plan, tags) if settings.internet_egress == "nat" else {}
+        )
+
+        # A tenant range outside the primary one (a non-routable range reused
+        # across VPCs) is a secondary VPC CIDR; its subnets must wait for it.
+        self.secondary_cidr = None
+        self.cidr_blocks = [str(settings.vpc_cidr)]
+        tenant_range = plan.addresses.tenant_range
+        if tenant_range is not None and not tenant_range.subnet_of(settings.vpc_cidr):
+            self.secondary_cidr = aws.ec2.VpcIpv4CidrBlockAssociation(
+                f"{name}-tenant-range", vpc_id=self.vpc.id, cidr_block=str(tenant_range), opts=vpc_child
+            )
+            self.cidr_blocks.append(str(tenant_range))
+
+        # AWS APIs stay on the AWS network: S3 (ECR image layers) through a
+        # gateway endpoint, associated with every private route table (see
+        # private_route_table), the rest through interface endpoints.
+        self.s3_endpoint = aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=self.vpc.id,
+            service_name=f"com.amazonaws.{settings.region}.s3",
+            vpc_endpoint_type="Gateway",
+            tags=tags,
+            opts=vpc_child,
+        )
 
         self.private_route_tables = {}
         for subnet in plan.addresses.cluster_subnets:
-            table = aws.ec2.RouteTable(
-                f"{name}-private-{subnet.az}", vpc_id=self.vpc.id, tags={**tags, "Name": f"{name}-private-{subnet.az}"},
-                opts=vpc_child,
-            )
+            table = self.private_route_table(f"{name}-private-{subnet.az}", subnet.az)
             self.private_route_tables[subnet.az] = table
             aws.ec2.RouteTableAssociation(
                 f"{name}-cluster-{subnet.az}",
@@ -76,35 +103,14 @@ class Network(pulumi.ComponentResource):
             if self.transit_gateway_attachment:
                 for index, onprem in enumerate(settings.on_prem_cidrs):
                     self.route_to_transit_gateway(table, f"{name}-private-{subnet.az}-onprem-{index}", str(onprem))
-            if settings.internet_egress == "nat":
-                aws.ec2.Route(
-                    f"{name}-private-{subnet.az}-internet",
-                    route_table_id=table.id,
-                    destination_cidr_block="0.0.0.0/0",
-                    nat_gateway_id=nat_gateways[subnet.az].id,
-                    opts=pulumi.ResourceOptions(parent=table),
-                )
-            elif settings.internet_egress == "transit-gateway":
-                self.route_to_transit_gateway(table, f"{name}-private-{subnet.az}-internet", "0.0.0.0/0")
 
-        # AWS APIs stay on the AWS network: S3 (ECR image layers) through a
-        # gateway endpoint, the rest through interface endpoints.
-        aws.ec2.VpcEndpoint(
-            f"{name}-s3",
-            vpc_id=self.vpc.id,
-            service_name=f"com.amazonaws.{settings.region}.s3",
-            vpc_endpoint_type="Gateway",
-            route_table_ids=[t.id for t in self.private_route_tables.values()],
-            tags=tags,
-            opts=vpc_child,
-        )
         self.endpoint_security_group = aws.ec2.SecurityGroup(
             f"{name}-endpoints",
             vpc_id=self.vpc.id,
             description="HTTPS from the VPC to the AWS API interface endpoints",
             ingress=[
                 aws.ec2.SecurityGroupIngressArgs(
-                    protocol="tcp", from_port=443, to_port=443, cidr_blocks=[str(settings.vpc_cidr)],
+                    protocol="tcp", from_port=443, to_port=443, cidr_blocks=self.cidr_blocks,
                     description="HTTPS from the VPC",
                 )
             ],
@@ -138,6 +144,34 @@ class Network(pulumi.ComponentResource):
             tags={"Name": f"{prefix}-{subnet.az}", **(tags or {})},
             opts=pulumi.ResourceOptions(parent=parent or self.vpc, depends_on=depends_on),
         )
+
+    def private_route_table(self, name: str, az: str, *, parent: pulumi.Resource | None = None,
+                            internet: bool = True) -> aws.ec2.RouteTable:
+        """A private route table with what every private subnet in `az` needs: the
+        S3 gateway endpoint and, if `internet`, the default route that
+        egress:internetEgress gives (the same-AZ public NAT, or the transit
+        gateway). On-prem routes are the caller's."""
+        table = aws.ec2.RouteTable(
+            name, vpc_id=self.vpc.id, tags={**self.tags, "Name": name},
+            opts=pulumi.ResourceOptions(parent=parent or self.vpc),
+        )
+        in_table = pulumi.ResourceOptions(parent=table)
+        # Standalone associations (not the endpoint's route_table_ids), so tables
+        # that patterns add later do not fight the endpoint over its list.
+        aws.ec2.VpcEndpointRouteTableAssociation(
+            f"{name}-s3", vpc_endpoint_id=self.s3_endpoint.id, route_table_id=table.id, opts=in_table
+        )
+        if internet and self.internet_egress == "nat":
+            aws.ec2.Route(
+                f"{name}-internet",
+                route_table_id=table.id,
+                destination_cidr_block="0.0.0.0/0",
+                nat_gateway_id=self._internet_nat_gateways[az].id,
+                opts=in_table,
+            )
+        elif internet and self.internet_egress == "transit-gateway":
+            self.route_to_transit_gateway(table, f"{name}-internet", "0.0.0.0/0")
+        return table
 
     def route_to_transit_gateway(self, table: aws.ec2.RouteTable, name: str, cidr: str) -> aws.ec2.Route:
         assert self.transit_gateway_attachment is not None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from . import cilium, subnet_cidr
+from . import cilium, private_nat, subnet_cidr
 from .plan import PatternSpec
 
-PATTERNS: dict[str, PatternSpec] = {spec.name: spec for spec in (subnet_cidr.SPEC, cilium.SPEC)}
+PATTERNS: dict[str, PatternSpec] = {
+    spec.name: spec for spec in (subnet_cidr.SPEC, private_nat.SPEC, cilium.SPEC)
+}

@@ -151,10 +151,57 @@ class Tenant(_Model):
     nodes: NodeGroupSize = NodeGroupSize()
     # Fixed position in the address plan; default: position in the list.
     slot: int | None = Field(default=None, ge=0)
+    # private-nat: the egress profile (its NAT gateways) the tenant leaves through; default: its own.
+    egress_profile: DnsLabel | None = None
+    # private-nat: peak simultaneous connections to any one upstream (IP, port), for the capacity warning.
+    expected_connections_per_destination: int | None = Field(default=None, ge=1)
 
     @property
     def k8s_namespace(self) -> str:
         return self.namespace or self.name
+
+    @property
+    def nat_profile(self) -> str:
+        return self.egress_profile or self.name
+
+
+# --- pattern options: private-nat ---------------------------------------------
+# Read only under egress:pattern private-nat; patterns/private_nat.py checks how
+# they relate to the rest of the stack.
+
+# Private IPv4 addresses per NAT gateway: 1 primary + 7 secondary, not adjustable
+# (https://docs.aws.amazon.com/vpc/latest/userguide/nat-gateway-basics.html).
+NAT_GATEWAY_MAX_IPS = 8
+
+
+def _secondary_ips(value: int) -> int:
+    if not 0 <= value < NAT_GATEWAY_MAX_IPS:
+        raise ValueError(
+            f"{value} is out of range: a NAT gateway holds at most {NAT_GATEWAY_MAX_IPS} private IPs "
+            f"(1 primary + {NAT_GATEWAY_MAX_IPS - 1} secondary); use 0-{NAT_GATEWAY_MAX_IPS - 1}, "
+            "and move some tenants to another profile for more capacity"
+        )
+    return value
+
+
+class NatProfile(_Model):
+    """An egress profile: one private NAT gateway per AZ that a group of tenants leaves through."""
+
+    # Fixed position of the profile's NAT IPs in the egress subnets. Default: the
+    # slot of the tenant of the same name; required for a profile no tenant is named after.
+    slot: int | None = Field(default=None, ge=0)
+    # Extra private IPs per NAT gateway, each adding 55,000 connections per destination.
+    secondary_ips: Annotated[int, AfterValidator(_secondary_ips)] = 0
+
+
+class PrivateNatOptions(_Model):
+    # The secondary VPC range tenant subnets come from; it may be reused across VPCs
+    # and overlap on-prem, since everything leaving for on-prem is translated by a NAT.
+    tenant_cidr: PrivateCidr = ipaddress.IPv4Network("100.64.0.0/16")
+    profiles: dict[DnsLabel, NatProfile] = {}
+
+
+# --- end of pattern options ----------------------------------------------------
 
 
 class Settings(_Model):
@@ -175,6 +222,7 @@ class Settings(_Model):
     gateway_instance_type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
     system_nodes: NodeGroupSize = NodeGroupSize()
     tenants: list[Tenant] = []
+    private_nat: PrivateNatOptions = PrivateNatOptions()
 
 
 # --- reading the config ------------------------------------------------------
@@ -336,8 +384,10 @@ def _describe(model: type[_Model], error: Any, prefix: str) -> Problem:
 
 def _model_at(model: type[_Model], loc: tuple[Any, ...]) -> type[_Model] | None:
     current: Any = model
+    dict_key = False  # the next part is a key of a dict field, not a field name
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or dict_key:
+            dict_key = False
             continue
         field = current.model_fields.get(part) or next(
             (f for f in current.model_fields.values() if f.alias == part), None
@@ -345,6 +395,7 @@ def _model_at(model: type[_Model], loc: tuple[Any, ...]) -> type[_Model] | None:
         if field is None:
             return None
         annotation = field.annotation
+        dict_key = get_origin(annotation) is dict
         args = getattr(annotation, "__args__", ())
         current = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, _Model)), None)
         if current is None:
