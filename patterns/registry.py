@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import subnet_cidr
+from . import istio, subnet_cidr
 from .plan import PatternSpec
 
-PATTERNS: dict[str, PatternSpec] = {spec.name: spec for spec in (subnet_cidr.SPEC,)}
+PATTERNS: dict[str, PatternSpec] = {spec.name: spec for spec in (subnet_cidr.SPEC, istio.SPEC)}
