@@ -559,7 +559,7 @@ class Istio(pulumi.ComponentResource):
         self.tenants = {
             tenant.name: IstioTenant(
                 tenant.name, tenant, self.routes[tenant.name], provider=provider,
-                depends_on=[self.istiod],
+                gateway_namespace=gateway_ns, depends_on=[self.istiod],
                 opts=pulumi.ResourceOptions(parent=self),
             )
             for tenant in settings.tenants
@@ -626,7 +626,8 @@ class IstioTenant(pulumi.ComponentResource):
     account, the bypass guard, and the five Istio objects per upstream."""
 
     def __init__(self, name: str, tenant: Tenant, routes: list[UpstreamRoute], *, provider: k8s.Provider,
-                 depends_on: list[pulumi.Resource], opts: pulumi.ResourceOptions | None = None):
+                 gateway_namespace: pulumi.Input[str], depends_on: list[pulumi.Resource],
+                 opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:patterns:IstioTenant", name, None, opts)
         self.namespace = TenantNamespace(
             name, tenant, provider,
@@ -641,8 +642,8 @@ class IstioTenant(pulumi.ComponentResource):
             automount_service_account_token=False,  # the sidecar uses its own projected token
             opts=pulumi.ResourceOptions(parent=self.namespace, provider=provider),
         )
-        # Istio objects need the CRDs and istiod's validation webhook; the ones
-        # in the tenant namespace also need the namespace (an implicit dependency).
+        # Istio objects need the CRDs and istiod's validation webhook (explicit),
+        # and their namespace (implicit, through its name).
         opts_ = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=depends_on)
         self.objects: dict[str, dict[str, k8s.apiextensions.CustomResource]] = {}
         for route in routes:
@@ -656,8 +657,9 @@ class IstioTenant(pulumi.ComponentResource):
             self.objects[route.upstream] = {}
             for kind, obj in rendered.items():
                 metadata = dict(obj["metadata"])
-                if metadata["namespace"] == tenant.k8s_namespace:
-                    metadata["namespace"] = namespace
+                metadata["namespace"] = {tenant.k8s_namespace: namespace, GATEWAY_NAMESPACE: gateway_namespace}[
+                    metadata["namespace"]
+                ]
                 self.objects[route.upstream][kind] = k8s.apiextensions.CustomResource(
                     f"{route.name}-{kind.lower()}",
                     api_version=obj["apiVersion"],

@@ -119,9 +119,11 @@ def test_istio_charts_are_pinned_and_ordered(graph):
     assert releases["base"].urn in releases["istiod"].dependencies
     node_group = graph.get("aws:eks/nodeGroup:NodeGroup", "egress-egress-gateway").urn
     assert {releases["istiod"].urn, node_group} <= set(releases["gateway"].dependencies)
+    namespaces = {r.inputs["metadata"]["name"]: r.urn for r in graph.by_type("kubernetes:core/v1:Namespace")}
     for kind in KINDS + ("PeerAuthentication",):
         for resource in graph.by_type(TYPES[kind]):
             assert releases["istiod"].urn in resource.dependencies, resource.name
+            assert namespaces[resource.inputs["metadata"]["namespace"]] in resource.dependencies, resource.name
 
 
 def test_mesh_config_strict_mtls_registry_only_access_logs(graph):
