@@ -442,6 +442,9 @@ def istiod_values() -> dict:
 
 
 class Istio(pulumi.ComponentResource):
+    """The egress subnets and gateway nodes, Istio (base, CNI agent, istiod,
+    the egress gateway), the gateway namespace's guard, and every tenant."""
+
     def __init__(self, name: str, plan: Plan, network: Network, cluster: Cluster, cni: Cni,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:patterns:Istio", name, None, opts)
