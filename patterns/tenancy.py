@@ -14,6 +14,14 @@ from .network import Network
 from .settings import Tenant
 
 TENANT_KEY = "egress/tenant"  # node label, node taint and namespace/pod label
+# Dedicated egress gateway nodes (cilium, istio): labelled egress/role=gateway and
+# tainted egress/gateway=<pattern>:NoSchedule, so only gateway work lands there.
+GATEWAY_KEY = "egress/gateway"
+GATEWAY_NODE_LABELS = {"egress/role": "gateway"}
+
+
+def gateway_taint(pattern: str) -> Taint:
+    return Taint(GATEWAY_KEY, pattern, "NO_SCHEDULE")
 DNS_PEER = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
     "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},

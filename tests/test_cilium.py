@@ -25,7 +25,7 @@ SCHEMAS = next(
 POLICY = "kubernetes:cilium.io/v2:CiliumEgressGatewayPolicy"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 AGENT_NOT_READY = {"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NO_EXECUTE"}
-GATEWAY_TAINT = {"key": "egress/gateway", "value": "true", "effect": "NO_SCHEDULE"}
+GATEWAY_TAINT = {"key": "egress/gateway", "value": "cilium", "effect": "NO_SCHEDULE"}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,689 @@
+"""Pattern 4, istio: tenant pods get Istio sidecars; everything they send to
+on-prem is routed through an Envoy egress gateway that runs on a dedicated,
+tainted node group in its own subnets, so the firewall allow-lists only the
+egress subnets (seed, "Design pattern 4: Egress Gateway with service mesh").
+
+Per upstream the five Istio objects of the seed are created (ServiceEntry,
+Gateway, VirtualService, DestinationRule, AuthorizationPolicy), following
+https://istio.io/latest/docs/tasks/traffic-management/egress/egress-gateway/:
+
+    tenant pod -> sidecar --(ISTIO_MUTUAL, SNI = upstream host)--> egress gateway
+               --(the application's own bytes, TCP proxy)--> on-prem upstream
+
+Every (tenant, upstream, port) gets its own gateway port, so SNI-less TCP
+upstreams and tenants that share a host stay apart (several TCP services on
+one gateway port collide: https://github.com/istio/istio/issues/42520). The
+sidecar->gateway hop is mutual TLS, so the gateway knows the client's
+identity and the AuthorizationPolicy admits only the tenant's service account.
+
+Istio "cannot securely enforce that all egress traffic actually flows through
+the egress gateways" (egress-gateway task, "Additional security
+considerations"): NetworkPolicies let tenant pods reach only the gateway,
+istiod and DNS, and only the gateway namespace reaches on-prem; the firewall
+admits only the egress subnets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from .addressing import AddressPlan
+from .cluster import SYSTEM_LABEL, Cluster, Cni, VpcCni
+from .network import Network
+from .plan import PatternSpec, Plan
+from .settings import NAMESPACE, NodeGroupSize, Problem, Settings, Tenant, Upstream
+from .tenancy import DNS_PEER, DNS_PORTS, GATEWAY_NODE_LABELS, TenantNamespace, gateway_taint, upstream_egress_rules
+
+ISTIO_VERSION = "1.30.3"
+ISTIO_REPO = "https://istio-release.storage.googleapis.com/charts"
+ISTIO_NAMESPACE = "istio-system"
+GATEWAY_NAMESPACE = "istio-egress"
+GATEWAY_NAME = "istio-egressgateway"  # Helm release name = Service and ServiceAccount name
+GATEWAY_LABELS = {"istio": "egressgateway"}  # the chart's selector label for this release name
+GATEWAY_HOST = f"{GATEWAY_NAME}.{GATEWAY_NAMESPACE}.svc.cluster.local"
+TRUST_DOMAIN = "cluster.local"
+ISTIOD_LABELS = {"app": "istiod"}
+XDS_PORT = 15012  # istiod: xDS and certificate signing for every proxy
+WEBHOOK_PORT = 15017  # istiod: injection and validation webhooks, called by the API server
+STATUS_PORT = 15021  # gateway readiness (kubelet probes from the node are always allowed)
+
+# Tenant workloads that may leave the cluster run as this service account; the
+# gateway admits only its principal (one per tenant namespace).
+CLIENT_SERVICE_ACCOUNT = "egress-client"
+
+# The gateway nodes: network-optimised instances (seed: "choose Amazon EC2
+# instances that are network-optimized" for high connection rates).
+GATEWAY_TAINT = gateway_taint("istio")
+
+# Gateway ports: tenant slot s owns [BASE + s*BLOCK, BASE + (s+1)*BLOCK), so a
+# tenant's ports do not move when other tenants are added or removed.
+GATEWAY_PORT_BASE = 20000
+GATEWAY_PORT_BLOCK = 100
+MAX_STATIC_ENDPOINTS = 16  # an IP-only upstream range of at most /28
+
+
+# --- the pure route plan -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PortRoute:
+    port: int  # the upstream's port
+    gateway_port: int  # the port the egress gateway listens on for it
+
+
+@dataclass(frozen=True)
+class UpstreamRoute:
+    """How one upstream of one tenant is reached through the egress gateway."""
+
+    tenant: str
+    namespace: str
+    upstream: str
+    cidr: str
+    host: str  # the upstream's host, or a mesh-internal name for an IP-only upstream
+    match_sni: bool  # sidecars match the application's SNI; else its destination address
+    resolution: str  # DNS (the gateway resolves host) or STATIC (fixed endpoints)
+    endpoints: tuple[str, ...]
+    ports: tuple[PortRoute, ...]
+
+    @property
+    def name(self) -> str:
+        # '.' cannot occur in a tenant or upstream name, so this is unambiguous.
+        return f"{self.tenant}.{self.upstream}"
+
+    @property
+    def subset(self) -> str:
+        return f"{self.tenant}-{self.upstream}"
+
+    @property
+    def principal(self) -> str:
+        return f"{TRUST_DOMAIN}/ns/{self.namespace}/sa/{CLIENT_SERVICE_ACCOUNT}"
+
+    @property
+    def gateway_ports(self) -> list[int]:
+        return [p.gateway_port for p in self.ports]
+
+
+def tenant_slot(settings: Settings, tenant: Tenant) -> int:
+    return tenant.slot if tenant.slot is not None else settings.tenants.index(tenant)
+
+
+def upstream_route(settings: Settings, tenant: Tenant, upstream: Upstream, first_index: int) -> UpstreamRoute:
+    first = GATEWAY_PORT_BASE + tenant_slot(settings, tenant) * GATEWAY_PORT_BLOCK + first_index
+    ports = tuple(PortRoute(port, first + i) for i, port in enumerate(upstream.ports))
+    if upstream.host:
+        return UpstreamRoute(
+            tenant.name, tenant.k8s_namespace, upstream.name, str(upstream.cidr), upstream.host,
+            match_sni=upstream.protocol == "TLS", resolution="DNS", endpoints=(), ports=ports,
+        )
+    # No host: the gateway cannot resolve anything, and with resolution NONE it
+    # would send the traffic to itself ("the gateway will direct the traffic to
+    # itself in an infinite loop", egress-gateway task), so it forwards to the
+    # range's addresses as STATIC endpoints.
+    network = upstream.cidr
+    addresses = [network.network_address] if network.prefixlen == 32 else list(network.hosts())
+    return UpstreamRoute(
+        tenant.name, tenant.k8s_namespace, upstream.name, str(network),
+        f"{upstream.name}.{tenant.k8s_namespace}.egress.internal",
+        match_sni=False, resolution="STATIC", endpoints=tuple(map(str, addresses)), ports=ports,
+    )
+
+
+def tenant_routes(settings: Settings, tenant: Tenant) -> list[UpstreamRoute]:
+    routes, index = [], 0
+    for upstream in tenant.upstreams:
+        routes.append(upstream_route(settings, tenant, upstream, index))
+        index += len(upstream.ports)
+    return routes
+
+
+def _checks(settings: Settings) -> list[Problem]:
+    problems: list[Problem] = []
+    slots: dict[int, int] = {}
+    for t, tenant in enumerate(settings.tenants):
+        key = f"{NAMESPACE}:tenants[{t}]"
+        if tenant.k8s_namespace in (ISTIO_NAMESPACE, GATEWAY_NAMESPACE):
+            problems.append(Problem(f"{key}.namespace", f"{tenant.k8s_namespace!r} is Istio's own namespace; pick another"))
+        slot = tenant_slot(settings, tenant)
+        if slot in slots:
+            problems.append(
+                Problem(f"{key}.slot", f"slot {slot} is already taken by tenants[{slots[slot]}]; "
+                        "give each tenant a distinct slot (it fixes the tenant's egress gateway ports)")
+            )
+        slots.setdefault(slot, t)
+        if GATEWAY_PORT_BASE + (slot + 1) * GATEWAY_PORT_BLOCK - 1 > 65535:
+            top = (65536 - GATEWAY_PORT_BASE) // GATEWAY_PORT_BLOCK - 1
+            problems.append(Problem(f"{key}.slot", f"slot {slot} is too large for the gateway port range; use 0-{top}"))
+        port_count = sum(len(u.ports) for u in tenant.upstreams)
+        if port_count > GATEWAY_PORT_BLOCK:
+            problems.append(
+                Problem(f"{key}.upstreams", f"lists {port_count} upstream ports; a tenant has "
+                        f"{GATEWAY_PORT_BLOCK} egress gateway ports, so split it into several tenants")
+            )
+        hosts: dict[str, int] = {}
+        for u, upstream in enumerate(tenant.upstreams):
+            if upstream.host in hosts:
+                # Sidecars do not merge VirtualServices for one host.
+                problems.append(
+                    Problem(f"{key}.upstreams[{u}].host", f"{upstream.host!r} is already used by "
+                            f"upstreams[{hosts[upstream.host]}]; list all its ports in that one upstream")
+                )
+            if upstream.host:
+                hosts.setdefault(upstream.host, u)
+            if upstream.host and upstream.host.startswith("*."):
+                problems.append(
+                    Problem(f"{key}.upstreams[{u}].host", f"{upstream.host!r} is a wildcard; the egress gateway "
+                            "resolves the host itself, so name the exact host")
+                )
+            if not upstream.host and upstream.cidr.num_addresses > MAX_STATIC_ENDPOINTS:
+                problems.append(
+                    Problem(f"{key}.upstreams[{u}].cidr", f"{upstream.cidr} has {upstream.cidr.num_addresses} "
+                            "addresses and no host; the egress gateway forwards an IP-only upstream to fixed "
+                            "addresses, so set host to the service's DNS name or narrow cidr to the servers "
+                            f"(at most {MAX_STATIC_ENDPOINTS} addresses, /28)")
+                )
+    return problems
+
+
+def _warnings(settings: Settings, addresses: AddressPlan) -> list[str]:
+    warnings = []
+    for t, tenant in enumerate(settings.tenants):
+        if "nodes" in tenant.model_fields_set:
+            warnings.append(
+                f"egress:tenants[{t}].nodes is ignored by the istio pattern: tenant pods run on the "
+                "system nodes and leave through the egress gateway nodes"
+            )
+        for u, upstream in enumerate(tenant.upstreams):
+            if not upstream.host and upstream.cidr.prefixlen < 32:
+                warnings.append(
+                    f"egress:tenants[{t}].upstreams[{u}] ({upstream.cidr}) has no host: the egress gateway "
+                    "balances its connections across every address of the range; list each server as its own "
+                    "upstream unless they are interchangeable"
+                )
+    return warnings
+
+
+# --- the Kubernetes objects, as plain data ---------------------------------------
+
+
+def _meta(name: str, namespace: str) -> dict:
+    return {"name": name, "namespace": namespace}
+
+
+def service_entry(route: UpstreamRoute) -> dict:
+    protocol = "TLS" if route.match_sni else "TCP"
+    spec: dict = {
+        "hosts": [route.host],
+        "location": "MESH_EXTERNAL",
+        "ports": [{"number": p.port, "name": f"{protocol.lower()}-{p.port}", "protocol": protocol} for p in route.ports],
+        "resolution": route.resolution,
+        # Visible to the tenant's sidecars and to the gateway only.
+        "exportTo": [".", GATEWAY_NAMESPACE],
+    }
+    if not route.match_sni:
+        spec["addresses"] = [route.cidr]
+    if route.endpoints:
+        spec["endpoints"] = [{"address": a} for a in route.endpoints]
+    return {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+            "metadata": _meta(route.upstream, route.namespace), "spec": spec}
+
+
+def gateway(route: UpstreamRoute) -> dict:
+    # The server terminates the sidecar's mutual TLS (ISTIO_MUTUAL), which gives
+    # the AuthorizationPolicy a principal; the namespace prefix lets only the
+    # tenant's own VirtualServices bind to it.
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": _meta(route.name, GATEWAY_NAMESPACE),
+        "spec": {
+            "selector": GATEWAY_LABELS,
+            "servers": [
+                {
+                    "port": {"number": p.gateway_port, "name": f"tls-{p.gateway_port}", "protocol": "TLS"},
+                    "hosts": [f"{route.namespace}/{route.host}"],
+                    "tls": {"mode": "ISTIO_MUTUAL"},
+                }
+                for p in route.ports
+            ],
+        },
+    }
+
+
+def destination_rule(route: UpstreamRoute) -> dict:
+    # In the client's namespace: the first place Istio looks for it (the
+    # egress-gateway task's note on the destination rule lookup path). The SNI
+    # selects the gateway server of this upstream. Rules for the same host in
+    # one namespace are merged, each contributing its subset (istio/istio
+    # pilot/pkg/model/destination_rule.go, mergeDestinationRule).
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": _meta(f"{route.upstream}-via-egress-gateway", route.namespace),
+        "spec": {
+            "host": GATEWAY_HOST,
+            "exportTo": ["."],
+            "subsets": [
+                {
+                    "name": route.subset,
+                    "trafficPolicy": {
+                        "portLevelSettings": [
+                            {"port": {"number": p.gateway_port}, "tls": {"mode": "ISTIO_MUTUAL", "sni": route.host}}
+                            for p in route.ports
+                        ]
+                    },
+                }
+            ],
+        },
+    }
+
+
+def virtual_service(route: UpstreamRoute) -> dict:
+    gateway_ref = f"{GATEWAY_NAMESPACE}/{route.name}"
+
+    def to_gateway(p: PortRoute) -> list[dict]:
+        return [{"destination": {"host": GATEWAY_HOST, "subset": route.subset, "port": {"number": p.gateway_port}}}]
+
+    spec: dict = {"hosts": [route.host], "gateways": ["mesh", gateway_ref], "exportTo": [".", GATEWAY_NAMESPACE]}
+    mesh_routes = [
+        {
+            "match": [
+                {"gateways": ["mesh"], "port": p.port, "sniHosts": [route.host]}
+                if route.match_sni
+                else {"gateways": ["mesh"], "port": p.port, "destinationSubnets": [route.cidr]}
+            ],
+            "route": to_gateway(p),
+        }
+        for p in route.ports
+    ]
+    # At the gateway the mutual TLS is terminated and the application's bytes
+    # (its own TLS, if any) are proxied as TCP to the upstream.
+    gateway_routes = [
+        {
+            "match": [{"gateways": [gateway_ref], "port": p.gateway_port}],
+            "route": [{"destination": {"host": route.host, "port": {"number": p.port}}, "weight": 100}],
+        }
+        for p in route.ports
+    ]
+    if route.match_sni:
+        spec["tls"] = mesh_routes
+        spec["tcp"] = gateway_routes
+    else:
+        spec["tcp"] = mesh_routes + gateway_routes
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": _meta(route.upstream, route.namespace), "spec": spec}
+
+
+def authorization_policy(route: UpstreamRoute) -> dict:
+    # On a TCP listener `to.operation.hosts` never matches (HTTP only), so the
+    # host is matched on the SNI (https://istio.io/latest/docs/reference/config/security/conditions/).
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": _meta(route.name, GATEWAY_NAMESPACE),
+        "spec": {
+            "selector": {"matchLabels": GATEWAY_LABELS},
+            "action": "ALLOW",
+            "rules": [
+                {
+                    "from": [{"source": {"principals": [route.principal]}}],
+                    "to": [{"operation": {"ports": [str(p) for p in route.gateway_ports]}}],
+                    "when": [{"key": "connection.sni", "values": [route.host]}],
+                }
+            ],
+        },
+    }
+
+
+def _peer(namespace: str, labels: dict[str, str]) -> dict:
+    return {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        "podSelector": {"matchLabels": labels},
+    }
+
+
+ISTIOD_EGRESS_RULE = {"to": [_peer(ISTIO_NAMESPACE, ISTIOD_LABELS)], "ports": [{"protocol": "TCP", "port": XDS_PORT}]}
+
+
+def tenant_egress_rules(routes: list[UpstreamRoute]) -> list[dict]:
+    """A tenant's pods may reach the egress gateway on the tenant's own ports and
+    istiod (DNS and the namespace itself are allowed by TenantNamespace)."""
+    return [
+        {
+            "to": [_peer(GATEWAY_NAMESPACE, GATEWAY_LABELS)],
+            "ports": [{"protocol": "TCP", "port": port} for r in routes for port in r.gateway_ports],
+        },
+        ISTIOD_EGRESS_RULE,
+    ]
+
+
+def gateway_values(settings: Settings, routes: list[UpstreamRoute]) -> dict:
+    """Values of the `gateway` chart (schema: manifests/charts/gateway/values.schema.json;
+    egress example in the chart README: a ClusterIP Service)."""
+    zones = len(settings.availability_zones)
+    run_as = {"runAsNonRoot": True, "runAsUser": 1337, "runAsGroup": 1337}
+    seccomp = {"seccompProfile": {"type": "RuntimeDefault"}}
+    spread = lambda key, when: {  # noqa: E731
+        "maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": when, "labelSelector": {"matchLabels": GATEWAY_LABELS},
+    }
+    return {
+        "name": GATEWAY_NAME,
+        "labels": GATEWAY_LABELS,
+        "service": {
+            "type": "ClusterIP",
+            "ports": [{"name": "status-port", "port": STATUS_PORT, "protocol": "TCP", "targetPort": STATUS_PORT}]
+            + [
+                {"name": f"tls-{port}", "port": port, "protocol": "TCP", "targetPort": port}
+                for r in routes for port in r.gateway_ports
+            ],
+        },
+        "nodeSelector": GATEWAY_NODE_LABELS,
+        "tolerations": [
+            {"key": GATEWAY_TAINT.key, "operator": "Equal", "value": GATEWAY_TAINT.value, "effect": "NoSchedule"}
+        ],
+        # One replica per AZ at least; never two in one zone while another has none.
+        "topologySpreadConstraints": [
+            spread("topology.kubernetes.io/zone", "DoNotSchedule"),
+            spread("kubernetes.io/hostname", "ScheduleAnyway"),
+        ],
+        "autoscaling": {
+            "enabled": True, "minReplicas": max(2, zones), "maxReplicas": 3 * max(2, zones),
+            "targetCPUUtilizationPercentage": 70,
+        },
+        "podDisruptionBudget": {"maxUnavailable": 1},
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+        # Replaces the chart's pod default (a sysctl for ports below 1024, which
+        # this gateway does not listen on) with a restricted-profile context.
+        "securityContext": {**run_as, **seccomp},
+        "containerSecurityContext": {
+            **run_as, **seccomp,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "terminationGracePeriodSeconds": 30,
+    }
+
+
+def istiod_values() -> dict:
+    return {
+        "meshConfig": {
+            "trustDomain": TRUST_DOMAIN,
+            "accessLogFile": "/dev/stdout",
+            "accessLogEncoding": "JSON",
+            # Hygiene, not a control: unknown destinations are dropped by the sidecar.
+            "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+            # Applications start only once their sidecar can route their egress.
+            "defaultConfig": {"holdApplicationUntilProxyStarts": True},
+        },
+        # The Istio CNI node agent sets up redirection instead of the privileged
+        # istio-init container, so tenant namespaces keep the baseline Pod Security
+        # profile (https://istio.io/latest/docs/setup/additional-setup/pod-security-admission/).
+        "cni": {"enabled": True},
+        "autoscaleMin": 2,
+        "autoscaleMax": 5,
+        "nodeSelector": SYSTEM_LABEL,
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": ISTIOD_LABELS}}
+        ],
+        "global": {"istioNamespace": ISTIO_NAMESPACE, "proxy": {"seccompProfile": {"type": "RuntimeDefault"}}},
+    }
+
+
+# --- the component -----------------------------------------------------------------
+
+
+class Istio(pulumi.ComponentResource):
+    """The egress subnets and gateway nodes, Istio (base, CNI agent, istiod,
+    the egress gateway), the gateway namespace's guard, and every tenant."""
+
+    def __init__(self, name: str, plan: Plan, network: Network, cluster: Cluster, cni: Cni,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("egress:patterns:Istio", name, None, opts)
+        settings = plan.settings
+        provider = self.k8s_provider = cluster.provider
+        k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
+        self.routes = {t.name: tenant_routes(settings, t) for t in settings.tenants}
+        all_routes = [r for routes in self.routes.values() for r in routes]
+
+        # Egress subnets in every AZ and the gateway node group there (seed:
+        # own subnets in >=2 AZs, a dedicated managed node group, taints).
+        self.egress_subnets = {}
+        for subnet in plan.addresses.egress_subnets:
+            resource = network.subnet(f"{name}-gateway", subnet, GATEWAY_NODE_LABELS, parent=self)
+            aws.ec2.RouteTableAssociation(
+                f"{name}-gateway-{subnet.az}",
+                subnet_id=resource.id,
+                route_table_id=network.private_route_tables[subnet.az].id,
+                opts=pulumi.ResourceOptions(parent=resource),
+            )
+            self.egress_subnets[subnet.az] = resource
+        zones = len(settings.availability_zones)
+        self.node_group = cluster.node_group(
+            f"{name}-gateway",
+            subnet_ids=[s.id for s in self.egress_subnets.values()],
+            size=NodeGroupSize(instance_type=settings.gateway_instance_type, min=max(2, zones), max=3 * max(2, zones)),
+            labels=GATEWAY_NODE_LABELS,
+            taints=[GATEWAY_TAINT],
+            cni=cni,
+            parent=self,
+        )
+
+        # The API server calls istiod's webhooks on 15017 and proxies fetch
+        # config and certificates on 15012 (aws-ia/terraform-aws-eks-blueprints,
+        # patterns/istio). Nodes and control plane share the EKS cluster security
+        # group, whose self rule admits this today; these rules keep it explicit.
+        self.security_group_rules = [
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-istiod-{port}",
+                security_group_id=cluster.security_group_id,
+                referenced_security_group_id=cluster.security_group_id,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                description=description,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for port, description in (
+                (WEBHOOK_PORT, "Istio webhooks: API server to istiod"),
+                (XDS_PORT, "Istio xDS and CA: proxies to istiod"),
+            )
+        ]
+
+        # Control plane, in the order of https://istio.io/latest/docs/setup/install/helm/:
+        # base (CRDs) before istiod; the CNI agent alongside.
+        self.istio_namespace = k8s.core.v1.Namespace(
+            f"{name}-istio-system",
+            metadata={
+                "name": ISTIO_NAMESPACE,
+                # The CNI node agent needs hostPath volumes (privileged profile).
+                "labels": {"pod-security.kubernetes.io/enforce": "privileged"},
+            },
+            opts=k8s_child,
+        )
+        ns = self.istio_namespace.metadata.name
+        self.base = self._release(f"{name}-istio-base", "base", "istio-base", ns, {"defaultRevision": "default"})
+        self.cni = self._release(
+            f"{name}-istio-cni", "cni", "istio-cni", ns, {"seccompProfile": {"type": "RuntimeDefault"}}
+        )
+        # istiod needs the CRDs; its pods wait for the system nodes within the timeout.
+        self.istiod = self._release(f"{name}-istiod", "istiod", "istiod", ns, istiod_values(), depends_on=[self.base])
+        # Istio objects need the CRDs and istiod's validation webhook.
+        after_istiod = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.istiod])
+        self.peer_authentication = k8s.apiextensions.CustomResource(
+            f"{name}-mesh-mtls",
+            api_version="security.istio.io/v1",
+            kind="PeerAuthentication",
+            metadata={"name": "default", "namespace": ns},  # root namespace: mesh-wide
+            spec={"mtls": {"mode": "STRICT"}},
+            opts=after_istiod,
+        )
+
+        # The egress gateway in its own namespace.
+        self.gateway_namespace = k8s.core.v1.Namespace(
+            f"{name}-{GATEWAY_NAMESPACE}",
+            metadata={
+                "name": GATEWAY_NAMESPACE,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                },
+            },
+            opts=k8s_child,
+        )
+        gateway_ns = self.gateway_namespace.metadata.name
+        self.gateway_values = gateway_values(settings, all_routes)
+        self.gateway = self._release(
+            f"{name}-gateway", "gateway", GATEWAY_NAME, gateway_ns, self.gateway_values,
+            # The injector (istiod) fills in the proxy image, and the pods can only
+            # run on the tainted egress nodes: start the wait once both exist.
+            depends_on=[self.istiod, self.node_group],
+        )
+        self.gateway_policies = self._gateway_network_policies(name, settings, gateway_ns)
+        # Deny by default on the gateway; each upstream adds an ALLOW policy.
+        self.allow_nothing = k8s.apiextensions.CustomResource(
+            f"{name}-egress-gateway-allow-nothing",
+            api_version="security.istio.io/v1",
+            kind="AuthorizationPolicy",
+            metadata={"name": "allow-nothing", "namespace": gateway_ns},
+            spec={"selector": {"matchLabels": GATEWAY_LABELS}},
+            opts=after_istiod,
+        )
+
+        self.tenants = {
+            tenant.name: IstioTenant(
+                tenant.name, tenant, self.routes[tenant.name], provider=provider,
+                gateway_namespace=gateway_ns, depends_on=[self.istiod],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for tenant in settings.tenants
+        }
+        self.register_outputs({
+            "egress_subnet_ids": [s.id for s in self.egress_subnets.values()],
+            "tenants": list(self.tenants),
+        })
+
+    def _release(self, name: str, chart: str, release_name: str, namespace: pulumi.Input[str], values: dict, *,
+                 depends_on: list[pulumi.Resource] | None = None) -> k8s.helm.v3.Release:
+        return k8s.helm.v3.Release(
+            name,
+            name=release_name,
+            chart=chart,
+            version=ISTIO_VERSION,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=ISTIO_REPO),
+            namespace=namespace,
+            values=values,
+            # Wait until the workloads are ready, long enough for new nodes to join.
+            skip_await=False,
+            timeout=900,
+            opts=pulumi.ResourceOptions(parent=self, provider=self.k8s_provider, depends_on=depends_on),
+        )
+
+    def _gateway_network_policies(self, name: str, settings: Settings, namespace: pulumi.Input[str]) -> dict:
+        """Only the gateway namespace reaches on-prem, and only the tenants reach it."""
+        opts = pulumi.ResourceOptions(parent=self.gateway_namespace, provider=self.k8s_provider)
+        gateway_pods = {"matchLabels": GATEWAY_LABELS}
+
+        def policy(key: str, spec: dict) -> k8s.networking.v1.NetworkPolicy:
+            return k8s.networking.v1.NetworkPolicy(
+                f"{name}-{GATEWAY_NAMESPACE}-{key}", metadata={"name": key, "namespace": namespace}, spec=spec, opts=opts
+            )
+
+        return {
+            "default-deny": policy("default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+            "allow-tenants": policy("allow-tenants", {
+                "podSelector": gateway_pods,
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": t.k8s_namespace}}}],
+                        "ports": [{"protocol": "TCP", "port": p} for r in self.routes[t.name] for p in r.gateway_ports],
+                    }
+                    for t in settings.tenants
+                ],
+            }),
+            "allow-control-plane": policy("allow-control-plane", {
+                "podSelector": gateway_pods,
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [DNS_PEER], "ports": DNS_PORTS}, ISTIOD_EGRESS_RULE],
+            }),
+            "allow-upstreams": policy("allow-upstreams", {
+                "podSelector": gateway_pods,
+                "policyTypes": ["Egress"],
+                "egress": [rule for t in settings.tenants for rule in upstream_egress_rules(t)],
+            }),
+        }
+
+
+class IstioTenant(pulumi.ComponentResource):
+    """A tenant namespace in the mesh: sidecar injection, the client service
+    account, the bypass guard, and the five Istio objects per upstream."""
+
+    def __init__(self, name: str, tenant: Tenant, routes: list[UpstreamRoute], *, provider: k8s.Provider,
+                 gateway_namespace: pulumi.Input[str], depends_on: list[pulumi.Resource],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("egress:patterns:IstioTenant", name, None, opts)
+        self.namespace = TenantNamespace(
+            name, tenant, provider,
+            egress_rules=tenant_egress_rules(routes),
+            labels={"istio-injection": "enabled"},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        namespace = self.namespace.namespace.metadata.name
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-{CLIENT_SERVICE_ACCOUNT}",
+            metadata={"name": CLIENT_SERVICE_ACCOUNT, "namespace": namespace},
+            automount_service_account_token=False,  # the sidecar uses its own projected token
+            opts=pulumi.ResourceOptions(parent=self.namespace, provider=provider),
+        )
+        # Istio objects need the CRDs and istiod's validation webhook (explicit),
+        # and their namespace (implicit, through its name).
+        opts_ = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=depends_on)
+        self.objects: dict[str, dict[str, k8s.apiextensions.CustomResource]] = {}
+        for route in routes:
+            rendered = {
+                "ServiceEntry": service_entry(route),
+                "Gateway": gateway(route),
+                "VirtualService": virtual_service(route),
+                "DestinationRule": destination_rule(route),
+                "AuthorizationPolicy": authorization_policy(route),
+            }
+            self.objects[route.upstream] = {}
+            for kind, obj in rendered.items():
+                metadata = dict(obj["metadata"])
+                metadata["namespace"] = {tenant.k8s_namespace: namespace, GATEWAY_NAMESPACE: gateway_namespace}[
+                    metadata["namespace"]
+                ]
+                self.objects[route.upstream][kind] = k8s.apiextensions.CustomResource(
+                    f"{route.name}-{kind.lower()}",
+                    api_version=obj["apiVersion"],
+                    kind=kind,
+                    metadata=metadata,
+                    spec=obj["spec"],
+                    opts=opts_,
+                )
+        self.register_outputs({"namespace": namespace, "principal": routes[0].principal if routes else None})
+
+
+def _egress_subnet_cidrs(settings: Settings, addresses: AddressPlan, tenant: Tenant) -> list[str]:
+    return [str(s.cidr) for s in addresses.egress_subnets]
+
+
+SPEC = PatternSpec(
+    name="istio",
+    summary="sidecars + an Istio egress gateway on tainted nodes in the egress subnets; source = the egress subnet CIDRs",
+    component=Istio,
+    cni=lambda name, plan, cluster: VpcCni(name, cluster),  # enforces the NetworkPolicy bypass guard
+    tenant_range=lambda settings: None,
+    sources=_egress_subnet_cidrs,
+    checks=_checks,
+    warnings=_warnings,
+    node_group_count=lambda settings: 2,
+)
+

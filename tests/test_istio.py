@@ -1,0 +1,417 @@
+"""The istio pattern: egress gateway nodes and subnets, the Istio install, the
+five Istio objects per upstream, the bypass guard, and the allow-list."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from patterns import istio, offline
+from patterns.settings import ConfigError
+
+# Upstream schemas (data, not part of the project) in ../shared/schemas of the
+# checkout, or of its parent folder for a checkout under a worktree folder.
+_ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = next((p for p in (_ROOT.parent / "shared" / "schemas", _ROOT.parents[1] / "shared" / "schemas")
+                if p.is_dir()), _ROOT.parent / "shared" / "schemas")
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+KINDS = ("ServiceEntry", "Gateway", "VirtualService", "DestinationRule", "AuthorizationPolicy")
+TYPES = {
+    "ServiceEntry": "kubernetes:networking.istio.io/v1:ServiceEntry",
+    "Gateway": "kubernetes:networking.istio.io/v1:Gateway",
+    "VirtualService": "kubernetes:networking.istio.io/v1:VirtualService",
+    "DestinationRule": "kubernetes:networking.istio.io/v1:DestinationRule",
+    "AuthorizationPolicy": "kubernetes:security.istio.io/v1:AuthorizationPolicy",
+    "PeerAuthentication": "kubernetes:security.istio.io/v1:PeerAuthentication",
+}
+GW = "istio-egressgateway.istio-egress.svc.cluster.local"
+
+# (tenant, namespace, upstream, host, [(port, gateway port)], SNI match?)
+EXPECTED = [
+    ("payments", "payments", "core-banking", "corebank.corp.example", [(443, 20000)], True),
+    ("payments", "payments", "ledger-db", "ledger-db.corp.example", [(1521, 20001)], False),
+    ("reporting", "reporting-prod", "data-warehouse", "dwh.corp.example", [(443, 20100), (5439, 20101)], True),
+    ("reporting", "reporting-prod", "core-banking", "corebank.corp.example", [(443, 20102)], True),
+]
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return offline.run_stack("istio")
+
+
+def _obj(graph, kind, name):
+    return graph.get(TYPES[kind], name).inputs
+
+
+# --- allow-list and egress nodes ---------------------------------------------
+
+
+def test_allow_list_is_the_egress_subnets_and_equals_the_output(graph):
+    plan = graph.plan
+    egress = [str(s.cidr) for s in plan.addresses.egress_subnets]
+    assert egress == ["10.40.68.0/24", "10.40.69.0/24", "10.40.70.0/24"]
+    for entry in plan.allow_list:
+        assert list(entry.sources) == egress
+    by_tenant = {e.tenant: e for e in plan.allow_list}
+    assert [d.host for d in by_tenant["reporting"].destinations] == ["dwh.corp.example", "corebank.corp.example"]
+    assert by_tenant["reporting"].destinations[0].ports == (443, 5439)
+    assert graph.outputs["egressAllowList"] == plan.allow_list_json()
+    assert graph.outputs["pattern"] == "istio"
+
+
+def test_egress_subnets_are_private_one_per_az_and_routed(graph):
+    subnets = {s.az: s for s in graph.plan.addresses.egress_subnets}
+    for az, planned in subnets.items():
+        subnet = graph.get("aws:ec2/subnet:Subnet", f"egress-gateway-{az}").inputs
+        assert subnet["cidrBlock"] == str(planned.cidr)
+        assert subnet["availabilityZone"] == az
+        assert subnet["mapPublicIpOnLaunch"] is False
+        assoc = graph.get("aws:ec2/routeTableAssociation:RouteTableAssociation", f"egress-gateway-{az}").inputs
+        assert assoc["subnetId"] == graph.get("aws:ec2/subnet:Subnet", f"egress-gateway-{az}").id
+        assert assoc["routeTableId"] == graph.get("aws:ec2/routeTable:RouteTable", f"egress-private-{az}").id
+
+
+def test_egress_node_group_is_dedicated_tainted_and_in_the_egress_subnets(graph):
+    group = graph.get("aws:eks/nodeGroup:NodeGroup", "egress-gateway").inputs
+    azs = graph.plan.settings.availability_zones
+    assert group["subnetIds"] == [graph.get("aws:ec2/subnet:Subnet", f"egress-gateway-{az}").id for az in azs]
+    assert group["labels"] == {"egress/role": "gateway"}
+    assert group["taints"] == [{"key": "egress/gateway", "value": "istio", "effect": "NO_SCHEDULE"}]
+    assert group["scalingConfig"]["minSize"] == 3 and group["scalingConfig"]["maxSize"] == 9
+    assert group["instanceTypes"] == ["c6in.large"]
+    system = graph.get("aws:eks/nodeGroup:NodeGroup", "egress-system").inputs
+    assert "taints" not in system or system["taints"] == []
+
+
+def test_istiod_ports_are_open_from_the_cluster_security_group(graph):
+    rules = {r.inputs["fromPort"]: r.inputs for r in graph.by_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")}
+    assert set(rules) == {15017, 15012}
+    for port, rule in rules.items():
+        assert rule["toPort"] == port and rule["ipProtocol"] == "tcp"
+        assert rule["securityGroupId"] == rule["referencedSecurityGroupId"] == "sg-egress-cluster"
+
+
+# --- the Istio install -------------------------------------------------------
+
+
+def _releases(graph):
+    return {r.inputs["chart"]: r for r in graph.by_type(RELEASE)}
+
+
+def test_istio_charts_are_pinned_and_ordered(graph):
+    releases = _releases(graph)
+    assert set(releases) == {"base", "istiod", "cni", "gateway"}
+    for release in releases.values():
+        assert release.inputs["version"] == "1.30.3"
+        assert release.inputs["repositoryOpts"]["repo"] == "https://istio-release.storage.googleapis.com/charts"
+        assert release.inputs["timeout"] == 900
+    assert releases["gateway"].inputs["namespace"] == "istio-egress"
+    assert releases["gateway"].inputs["name"] == "istio-egressgateway"
+    assert {releases[c].inputs["namespace"] for c in ("base", "istiod", "cni")} == {"istio-system"}
+    assert releases["base"].urn in releases["istiod"].dependencies
+    node_group = graph.get("aws:eks/nodeGroup:NodeGroup", "egress-gateway").urn
+    assert {releases["istiod"].urn, node_group} <= set(releases["gateway"].dependencies)
+    namespaces = {r.inputs["metadata"]["name"]: r.urn for r in graph.by_type("kubernetes:core/v1:Namespace")}
+    for kind in KINDS + ("PeerAuthentication",):
+        for resource in graph.by_type(TYPES[kind]):
+            assert releases["istiod"].urn in resource.dependencies, resource.name
+            assert namespaces[resource.inputs["metadata"]["namespace"]] in resource.dependencies, resource.name
+
+
+def test_mesh_config_strict_mtls_registry_only_access_logs(graph):
+    values = _releases(graph)["istiod"].inputs["values"]
+    assert values["meshConfig"]["outboundTrafficPolicy"] == {"mode": "REGISTRY_ONLY"}
+    assert values["meshConfig"]["accessLogFile"] == "/dev/stdout"
+    assert values["cni"] == {"enabled": True}
+    assert values["autoscaleMin"] >= 2
+    peer = graph.get(TYPES["PeerAuthentication"], "egress-mesh-mtls").inputs
+    assert peer["metadata"] == {"name": "default", "namespace": "istio-system"}
+    assert peer["spec"] == {"mtls": {"mode": "STRICT"}}
+
+
+def test_gateway_values(graph):
+    values = _releases(graph)["gateway"].inputs["values"]
+    assert values["service"]["type"] == "ClusterIP"
+    ports = [(p["port"], p["targetPort"]) for p in values["service"]["ports"]]
+    gateway_ports = [gp for *_, pairs, _ in EXPECTED for _, gp in pairs]
+    assert ports == [(15021, 15021)] + [(p, p) for p in gateway_ports]
+    assert values["nodeSelector"] == {"egress/role": "gateway"}
+    assert values["tolerations"] == [
+        {"key": "egress/gateway", "operator": "Equal", "value": "istio", "effect": "NoSchedule"}
+    ]
+    spread = {c["topologyKey"]: c for c in values["topologySpreadConstraints"]}
+    assert spread["topology.kubernetes.io/zone"]["whenUnsatisfiable"] == "DoNotSchedule"
+    assert "kubernetes.io/hostname" in spread
+    for constraint in spread.values():
+        assert constraint["labelSelector"] == {"matchLabels": {"istio": "egressgateway"}}
+    assert values["autoscaling"]["enabled"] is True and values["autoscaling"]["minReplicas"] == 3
+    assert values["podDisruptionBudget"] == {"maxUnavailable": 1}
+    assert values["resources"]["requests"] and values["resources"]["limits"]["memory"] == "1Gi"
+    container = values["containerSecurityContext"]
+    assert container["runAsNonRoot"] and container["readOnlyRootFilesystem"]
+    assert container["allowPrivilegeEscalation"] is False and container["capabilities"] == {"drop": ["ALL"]}
+    assert values["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_gateway_values_validate_against_the_chart_schema(graph):
+    path = SCHEMAS / "helm" / "gateway-1.30.3.values.schema.json"
+    if not path.exists():
+        pytest.skip("chart values schema not available")
+    schema = json.loads(path.read_text())
+    values = _releases(graph)["gateway"].inputs["values"]
+    jsonschema.Draft7Validator(schema).validate(values)
+    bad = {**values, "nodeSelectors": {}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(schema).validate(bad)
+
+
+# --- the five objects per upstream -------------------------------------------
+
+
+@pytest.mark.parametrize("tenant,namespace,upstream,host,ports,sni", EXPECTED)
+def test_five_objects_per_upstream(graph, tenant, namespace, upstream, host, ports, sni):
+    name = f"{tenant}.{upstream}"
+    subset = f"{tenant}-{upstream}"
+    gateway_ports = [gp for _, gp in ports]
+    objs = {kind: _obj(graph, kind, f"{name}-{kind.lower()}") for kind in KINDS}
+
+    se = objs["ServiceEntry"]
+    assert se["metadata"] == {"name": upstream, "namespace": namespace}
+    assert se["spec"]["hosts"] == [host] and se["spec"]["resolution"] == "DNS"
+    assert se["spec"]["location"] == "MESH_EXTERNAL"
+    assert [(p["number"], p["protocol"]) for p in se["spec"]["ports"]] == [(p, "TLS" if sni else "TCP") for p, _ in ports]
+    assert se["spec"]["exportTo"] == [".", "istio-egress"]
+
+    gw = objs["Gateway"]
+    assert gw["metadata"] == {"name": name, "namespace": "istio-egress"}
+    assert gw["spec"]["selector"] == {"istio": "egressgateway"}
+    assert [s["port"]["number"] for s in gw["spec"]["servers"]] == gateway_ports
+    for server in gw["spec"]["servers"]:
+        assert server["hosts"] == [f"{namespace}/{host}"] and server["tls"] == {"mode": "ISTIO_MUTUAL"}
+
+    dr = objs["DestinationRule"]
+    assert dr["metadata"]["namespace"] == namespace and dr["spec"]["host"] == GW
+    [sub] = dr["spec"]["subsets"]
+    assert sub["name"] == subset
+    assert sub["trafficPolicy"]["portLevelSettings"] == [
+        {"port": {"number": gp}, "tls": {"mode": "ISTIO_MUTUAL", "sni": host}} for gp in gateway_ports
+    ]
+
+    vs = objs["VirtualService"]["spec"]
+    assert vs["hosts"] == [host] and vs["gateways"] == ["mesh", f"istio-egress/{name}"]
+    mesh = vs["tls"] if sni else [r for r in vs["tcp"] if r["match"][0]["gateways"] == ["mesh"]]
+    outbound = [r for r in vs["tcp"] if r["match"][0]["gateways"] != ["mesh"]]
+    for (port, gp), to_gateway, at_gateway in zip(ports, mesh, outbound, strict=True):
+        match = to_gateway["match"][0]
+        assert match["port"] == port
+        assert match.get("sniHosts") == ([host] if sni else None)
+        assert to_gateway["route"] == [{"destination": {"host": GW, "subset": subset, "port": {"number": gp}}}]
+        assert at_gateway["match"] == [{"gateways": [f"istio-egress/{name}"], "port": gp}]
+        assert at_gateway["route"][0]["destination"] == {"host": host, "port": {"number": port}}
+
+    ap = objs["AuthorizationPolicy"]
+    assert ap["metadata"] == {"name": name, "namespace": "istio-egress"}
+    assert ap["spec"]["action"] == "ALLOW"
+    assert ap["spec"]["rules"] == [
+        {
+            "from": [{"source": {"principals": [f"cluster.local/ns/{namespace}/sa/egress-client"]}}],
+            "to": [{"operation": {"ports": [str(gp) for gp in gateway_ports]}}],
+            "when": [{"key": "connection.sni", "values": [host]}],
+        }
+    ]
+
+
+def test_gateway_denies_by_default_and_tenants_get_a_client_account(graph):
+    nothing = _obj(graph, "AuthorizationPolicy", "egress-egress-gateway-allow-nothing")
+    assert nothing["spec"] == {"selector": {"matchLabels": {"istio": "egressgateway"}}}
+    accounts = {r.inputs["metadata"]["namespace"]: r.inputs for r in graph.by_type("kubernetes:core/v1:ServiceAccount")}
+    assert set(accounts) == {"payments", "reporting-prod"}
+    assert all(a["metadata"]["name"] == "egress-client" and a["automountServiceAccountToken"] is False
+               for a in accounts.values())
+
+
+def _strict(schema):
+    """The CRD schema with unknown fields rejected (the API server's strict field validation)."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if "properties" in schema and "additionalProperties" not in schema \
+                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def _crd_validators():
+    folder = SCHEMAS / "crds"
+    validators = {}
+    for path in sorted(folder.glob("*istio.io_*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        for version in crd["spec"]["versions"]:
+            key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+            spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            validators[key] = jsonschema.Draft7Validator(_strict(spec_schema))
+    return validators
+
+
+def test_istio_objects_validate_against_the_crds(graph):
+    if not (SCHEMAS / "crds").is_dir():
+        pytest.skip("CRD schemas not available")
+    validators = _crd_validators()
+    checked = 0
+    for kind, type_ in TYPES.items():
+        for resource in graph.by_type(type_):
+            obj = resource.inputs
+            errors = list(validators[(obj["apiVersion"], obj["kind"])].iter_errors(obj["spec"]))
+            assert not errors, f"{resource.name}: {[e.message for e in errors]}"
+            checked += 1
+    assert checked == 4 * 5 + 2
+    broken = copy.deepcopy(_obj(graph, "Gateway", "payments.core-banking-gateway")["spec"])
+    broken["servers"][0]["tls"]["mode"] = "ISTIO_MUTAL"
+    assert list(validators[("networking.istio.io/v1", "Gateway")].iter_errors(broken))
+
+
+# --- the bypass guard --------------------------------------------------------
+
+
+def _policies(graph, namespace):
+    return {r.inputs["metadata"]["name"]: r.inputs["spec"] for r in graph.by_type(NETPOL)
+            if r.inputs["metadata"]["namespace"] == namespace}
+
+
+@pytest.mark.parametrize("namespace,gateway_ports", [("payments", [20000, 20001]),
+                                                       ("reporting-prod", [20100, 20101, 20102])])
+def test_tenant_pods_reach_only_the_gateway_istiod_and_dns(graph, namespace, gateway_ports):
+    policies = _policies(graph, namespace)
+    assert set(policies) == {"default-deny", "allow-dns", "allow-same-namespace", "allow-egress"}
+    egress = policies["allow-egress"]["egress"]
+    assert egress == [
+        {
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-egress"}},
+                    "podSelector": {"matchLabels": {"istio": "egressgateway"}}}],
+            "ports": [{"protocol": "TCP", "port": p} for p in gateway_ports],
+        },
+        {
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}},
+                    "podSelector": {"matchLabels": {"app": "istiod"}}}],
+            "ports": [{"protocol": "TCP", "port": 15012}],
+        },
+    ]
+    assert "ipBlock" not in json.dumps(policies)
+    namespace_obj = next(r.inputs for r in graph.by_type("kubernetes:core/v1:Namespace")
+                         if r.inputs["metadata"]["name"] == namespace)
+    assert namespace_obj["metadata"]["labels"]["istio-injection"] == "enabled"
+    assert namespace_obj["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+
+
+def test_only_the_gateway_namespace_reaches_on_prem(graph):
+    policies = _policies(graph, "istio-egress")
+    assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    upstreams = policies["allow-upstreams"]["egress"]
+    assert [(r["to"][0]["ipBlock"]["cidr"], [p["port"] for p in r["ports"]]) for r in upstreams] == [
+        ("10.100.10.0/24", [443]), ("10.101.4.16/28", [1521]), ("10.102.0.0/24", [443, 5439]), ("10.100.10.0/24", [443]),
+    ]
+    ingress = policies["allow-tenants"]["ingress"]
+    assert [(r["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+             [p["port"] for p in r["ports"]]) for r in ingress] == [
+        ("payments", [20000, 20001]), ("reporting-prod", [20100, 20101, 20102]),
+    ]
+    control = policies["allow-control-plane"]["egress"]
+    assert [p["port"] for rule in control for p in rule["ports"]] == [53, 53, 15012]
+    on_prem = [r for r in graph.by_type(NETPOL) if "ipBlock" in json.dumps(r.inputs)]
+    assert {r.inputs["metadata"]["namespace"] for r in on_prem} == {"istio-egress"}
+
+
+# --- routes for upstreams without a host ---------------------------------------
+
+
+def _route(upstream: dict) -> istio.UpstreamRoute:
+    settings = offline.plan_from_config("x", offline.engine_config({**_base_config(), "egress:tenants": [
+        {"name": "t", "upstreams": [upstream]}]})).settings
+    return istio.tenant_routes(settings, settings.tenants[0])[0]
+
+
+def _base_config():
+    config = offline.read_stack_file(offline.stack_path("istio"))
+    config.pop("egress:tenants")
+    return config
+
+
+def test_ip_only_upstream_gets_static_endpoints_and_a_subnet_match():
+    route = _route({"name": "mainframe", "cidr": "10.101.0.8/30", "ports": [4000, 4001], "protocol": "TLS"})
+    assert route.resolution == "STATIC" and not route.match_sni
+    assert route.endpoints == ("10.101.0.9", "10.101.0.10")
+    assert [(p.port, p.gateway_port) for p in route.ports] == [(4000, 20000), (4001, 20001)]
+    se = istio.service_entry(route)["spec"]
+    assert se["hosts"] == ["mainframe.t.egress.internal"] and se["addresses"] == ["10.101.0.8/30"]
+    assert se["endpoints"] == [{"address": "10.101.0.9"}, {"address": "10.101.0.10"}]
+    assert {p["protocol"] for p in se["ports"]} == {"TCP"}
+    vs = istio.virtual_service(route)["spec"]
+    assert "tls" not in vs
+    assert vs["tcp"][0]["match"] == [{"gateways": ["mesh"], "port": 4000, "destinationSubnets": ["10.101.0.8/30"]}]
+    single = _route({"name": "host", "cidr": "10.101.0.7/32", "ports": [22], "protocol": "TCP"})
+    assert single.endpoints == ("10.101.0.7",)
+    if (SCHEMAS / "crds").is_dir():
+        validators = _crd_validators()
+        for render in (istio.service_entry, istio.virtual_service, istio.gateway, istio.destination_rule,
+                       istio.authorization_policy):
+            obj = render(route)
+            assert not list(validators[(obj["apiVersion"], obj["kind"])].iter_errors(obj["spec"]))
+
+
+def test_plan_warns_for_ip_ranges_and_ignored_node_sizes():
+    config = {**_base_config(), "egress:tenants": [
+        {"name": "t", "nodes": {"min": 2, "max": 3},
+         "upstreams": [{"name": "pool", "cidr": "10.101.0.16/29", "ports": [22], "protocol": "TCP"}]}]}
+    warnings = offline.plan_from_config("x", offline.engine_config(config)).warnings
+    assert any("tenants[0].upstreams[0] (10.101.0.16/29) has no host" in w for w in warnings)
+    assert any("tenants[0].nodes is ignored" in w for w in warnings)
+
+
+# --- bad input -------------------------------------------------------------
+
+
+def test_bad_istio_input_is_reported_at_once_before_any_resource():
+    tenants = [
+        {"name": "a", "namespace": "istio-egress", "upstreams": [
+            {"name": "wild", "cidr": "10.100.1.0/24", "host": "*.corp.example", "ports": [443]},
+            {"name": "range", "cidr": "10.100.2.0/24", "ports": [22], "protocol": "TCP"},
+            {"name": "dup", "cidr": "10.100.3.0/24", "host": "db.corp.example", "ports": [5432], "protocol": "TCP"},
+            {"name": "dup2", "cidr": "10.100.3.0/24", "host": "db.corp.example", "ports": [5433], "protocol": "TCP"},
+        ]},
+        {"name": "b", "slot": 0, "upstreams": [
+            {"name": "many", "cidr": "10.100.4.0/24", "host": "many.corp.example", "ports": list(range(1, 102))}]},
+        {"name": "c", "slot": 500, "upstreams": [
+            {"name": "x", "cidr": "10.100.5.0/24", "host": "x.corp.example", "ports": [443]}]},
+    ]
+    with pytest.raises(ConfigError) as error:
+        offline.run("bad", {**_base_config(), "egress:tenants": tenants})
+    found = {p.key: p.message for p in error.value.problems}
+    assert "Istio's own namespace" in found["egress:tenants[0].namespace"]
+    assert "wildcard" in found["egress:tenants[0].upstreams[0].host"] and "exact host" in found["egress:tenants[0].upstreams[0].host"]
+    assert "256 addresses and no host" in found["egress:tenants[0].upstreams[1].cidr"]
+    assert "set host" in found["egress:tenants[0].upstreams[1].cidr"]
+    assert "already used by upstreams[2]" in found["egress:tenants[0].upstreams[3].host"]
+    assert "slot 0 is already taken by tenants[0]" in found["egress:tenants[1].slot"]
+    assert "lists 101 upstream ports" in found["egress:tenants[1].upstreams"]
+    assert "too large" in found["egress:tenants[2].slot"] and "0-454" in found["egress:tenants[2].slot"]
+
+
+def test_gateway_ports_follow_the_tenant_slot():
+    config = {**_base_config(), "egress:tenants": [
+        {"name": "late", "slot": 3, "upstreams": [{"name": "u", "cidr": "10.100.1.0/24", "host": "u.corp.example",
+                                                   "ports": [443]}]},
+        {"name": "early", "upstreams": [{"name": "u", "cidr": "10.100.1.0/24", "host": "u.corp.example",
+                                        "ports": [443]}]},
+    ]}
+    settings = offline.plan_from_config("x", offline.engine_config(config)).settings
+    assert [istio.tenant_routes(settings, t)[0].gateway_ports for t in settings.tenants] == [[20300], [20100]]
