@@ -261,7 +261,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 parent=request.parent,
                 custom=request.custom,
                 remote=request.remote,
-                provider=request.provider.split("::")[0] if request.provider else "",
+                provider=request.provider.rsplit("::", 1)[0] if request.provider else "",
                 inputs=inputs,
                 dependencies=tuple(sorted(dependencies)),
                 property_dependencies=property_dependencies,

@@ -149,6 +149,8 @@ class Tenant(_Model):
     nodes: NodeGroupSize = NodeGroupSize()
     # Fixed position in the address plan; default: position in the list.
     slot: int | None = Field(default=None, ge=0)
+    # The tenant team's IAM role: edit rights in the tenant namespace only.
+    iam_role_arn: IamRoleArn | None = None
 
     @property
     def k8s_namespace(self) -> str:
@@ -282,7 +284,7 @@ def _describe(model: type[_Model], error: Any, prefix: str) -> Problem:
         message = f"{error['input']!r} is not a Kubernetes minor version; use e.g. '1.35'"
     elif kind == "string_pattern_mismatch" and loc[-1:] == ("transitGatewayId",):
         message = f"{error['input']!r} is not a transit gateway id; use tgw-0123456789abcdef0, or '' for none"
-    elif kind == "string_pattern_mismatch" and "clusterAdminRoleArns" in loc:
+    elif kind == "string_pattern_mismatch" and ("clusterAdminRoleArns" in loc or loc[-1:] == ("iamRoleArn",)):
         message = f"{error['input']!r} is not an IAM role ARN; use arn:aws:iam::<account>:role/<name>"
     elif kind == "literal_error":
         message = f"{error['input']!r} is not allowed; use one of {error['ctx']['expected']}"
@@ -370,10 +372,14 @@ def _tenant_checks(
     problems: list[Problem] = []
     if not raw:
         problems.append(Problem(f"{NAMESPACE}:tenants", "is empty; list at least one tenant"))
-    seen: dict[str, dict[str, int]] = {"name": {}, "namespace": {}, "slot": {}}
+    # iamRoleArn: EKS takes one access entry per principal.
+    seen: dict[str, dict[str, int]] = {"name": {}, "namespace": {}, "slot": {}, "iamRoleArn": {}}
     for index, tenant in tenants:
         key = f"{NAMESPACE}:tenants[{index}]"
-        values = {"name": tenant.name, "namespace": tenant.k8s_namespace, "slot": tenant.slot}
+        values = {
+            "name": tenant.name, "namespace": tenant.k8s_namespace, "slot": tenant.slot,
+            "iamRoleArn": tenant.iam_role_arn,
+        }
         for field, value in values.items():
             if value is None:
                 continue
@@ -404,6 +410,14 @@ def _tenant_checks(
                 problems.append(
                     Problem(f"{key}.upstreams[{u}].cidr", f"{upstream.cidr} overlaps egress:vpcCidr")
                 )
+        if base and tenant.iam_role_arn in base.cluster_admin_role_arns:
+            problems.append(
+                Problem(
+                    f"{key}.iamRoleArn",
+                    f"{tenant.iam_role_arn} is also in egress:clusterAdminRoleArns; EKS allows one access "
+                    "entry per principal and a tenant role must not be a cluster admin: use a separate role",
+                )
+            )
         names = [u.name for u in tenant.upstreams]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             problems.append(Problem(f"{key}.upstreams", f"upstream name {dup!r} is used twice"))
