@@ -30,7 +30,7 @@ from .cluster import SYSTEM_LABEL, Cluster, Cni, Taint
 from .network import Network
 from .plan import PatternSpec, Plan
 from .settings import NAMESPACE, Problem, Settings, Tenant
-from .tenancy import GATEWAY_NODE_LABELS, TENANT_KEY, TenantNamespace, gateway_taint, upstream_egress_rules
+from .tenancy import TENANT_KEY, TenantNamespace, gateway_labels, gateway_taint, upstream_egress_rules
 
 # Chart 1.19.6: 1.18+ is needed for `egressGateways` (several gateways per
 # policy); 1.20.0/1.20.1 have an egress-gateway regression with dual-stack
@@ -44,7 +44,7 @@ OPERATOR_SERVICE_ACCOUNT = "cilium-operator"
 # Cilium removes this taint once its agent runs on the node; NoExecute so no pod
 # starts before the CNI (https://docs.cilium.io/en/stable/installation/taints/).
 AGENT_NOT_READY = Taint("node.cilium.io/agent-not-ready", "true", "NO_EXECUTE")
-GATEWAY_LABEL = GATEWAY_NODE_LABELS
+GATEWAY_LABEL = gateway_labels("cilium")
 GATEWAY_TAINT = gateway_taint("cilium")
 ZONE_LABEL = "topology.kubernetes.io/zone"
 NO_MANAGE_TAG = ("cilium.io/no_manage", "true")

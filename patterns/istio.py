@@ -36,7 +36,7 @@ from .cluster import SYSTEM_LABEL, Cluster, Cni, VpcCni
 from .network import Network
 from .plan import PatternSpec, Plan
 from .settings import NAMESPACE, NodeGroupSize, Problem, Settings, Tenant, Upstream
-from .tenancy import DNS_PEER, DNS_PORTS, GATEWAY_NODE_LABELS, TenantNamespace, gateway_taint, upstream_egress_rules
+from .tenancy import DNS_PEER, DNS_PORTS, TenantNamespace, gateway_labels, gateway_taint, upstream_egress_rules
 
 ISTIO_VERSION = "1.30.3"
 ISTIO_REPO = "https://istio-release.storage.googleapis.com/charts"
@@ -57,6 +57,7 @@ CLIENT_SERVICE_ACCOUNT = "egress-client"
 
 # The gateway nodes: network-optimised instances (seed: "choose Amazon EC2
 # instances that are network-optimized" for high connection rates).
+GATEWAY_NODE_LABELS = gateway_labels("istio")
 GATEWAY_TAINT = gateway_taint("istio")
 
 # Gateway ports: tenant slot s owns [BASE + s*BLOCK, BASE + (s+1)*BLOCK), so a
@@ -455,7 +456,7 @@ class Istio(pulumi.ComponentResource):
         # own subnets in >=2 AZs, a dedicated managed node group, taints).
         self.egress_subnets = {}
         for subnet in plan.addresses.egress_subnets:
-            resource = network.subnet(f"{name}-gateway", subnet, GATEWAY_NODE_LABELS, parent=self)
+            resource = network.subnet(f"{name}-gateway", subnet, parent=self)
             aws.ec2.RouteTableAssociation(
                 f"{name}-gateway-{subnet.az}",
                 subnet_id=resource.id,
@@ -685,5 +686,7 @@ SPEC = PatternSpec(
     checks=_checks,
     warnings=_warnings,
     node_group_count=lambda settings: 2,
+    # The gateway runs in its namespace; the istio-cni agent (istio-system) runs on every node.
+    gateway_namespaces=(GATEWAY_NAMESPACE, ISTIO_NAMESPACE),
 )
 

@@ -61,6 +61,9 @@ class PatternSpec:
     warnings: Callable[[Settings, AddressPlan], list[str]] = lambda settings, addresses: []
     # Managed node groups this pattern creates (system group included), for the quota warning.
     node_group_count: Callable[[Settings], int] = lambda settings: 1
+    # Namespaces of the pattern's egress gateway pods: the only pods admitted
+    # with a toleration for the egress gateway nodes' taint.
+    gateway_namespaces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

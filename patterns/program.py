@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 
 from .cluster import Cluster, SystemNodes
+from .guardrails import Guardrails
 from .network import Network
 from .plan import Plan, make_plan
 from .registry import PATTERNS
@@ -28,7 +29,8 @@ def deploy(plan: Plan) -> dict[str, Any]:
     network = Network(NAME, plan)
     cluster = Cluster(NAME, plan, network)
     cni = plan.spec.cni(NAME, plan, cluster)
-    SystemNodes(NAME, plan, network, cluster, cni)
+    system_nodes = SystemNodes(NAME, plan, network, cluster, cni)
+    Guardrails(NAME, plan, cluster, system_nodes)
     plan.spec.component(NAME, plan, network, cluster, cni)
     return {
         "pattern": plan.settings.pattern,

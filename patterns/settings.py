@@ -155,6 +155,8 @@ class Tenant(_Model):
     egress_profile: DnsLabel | None = None
     # private-nat: peak simultaneous connections to any one upstream (IP, port), for the capacity warning.
     expected_connections_per_destination: int | None = Field(default=None, ge=1)
+    # The tenant team's IAM role: edit rights in the tenant namespace only.
+    iam_role_arn: IamRoleArn | None = None
 
     @property
     def k8s_namespace(self) -> str:
@@ -367,7 +369,7 @@ def _describe(model: type[_Model], error: Any, prefix: str) -> Problem:
         message = f"{error['input']!r} is not a Kubernetes minor version; use e.g. '1.35'"
     elif kind == "string_pattern_mismatch" and loc[-1:] == ("transitGatewayId",):
         message = f"{error['input']!r} is not a transit gateway id; use tgw-0123456789abcdef0, or '' for none"
-    elif kind == "string_pattern_mismatch" and "clusterAdminRoleArns" in loc:
+    elif kind == "string_pattern_mismatch" and ("clusterAdminRoleArns" in loc or loc[-1:] == ("iamRoleArn",)):
         message = f"{error['input']!r} is not an IAM role ARN; use arn:aws:iam::<account>:role/<name>"
     elif kind == "string_pattern_mismatch" and loc[-1:] == ("gatewayInstanceType",):
         message = f"{error['input']!r} is not an EC2 instance type; use e.g. 'c6in.large'"
@@ -459,13 +461,14 @@ def _tenant_checks(base: _Partial, tenants: list[tuple[int, Tenant]], raw: list[
     problems: list[Problem] = []
     if not raw:
         problems.append(Problem(f"{NAMESPACE}:tenants", "is empty; list at least one tenant"))
-    # Uniqueness on the raw entries, so an otherwise invalid tenant still counts.
-    seen: dict[str, dict[Any, int]] = {"name": {}, "namespace": {}, "slot": {}}
+    # Uniqueness on the raw entries, so an otherwise invalid tenant still counts;
+    # iamRoleArn too: EKS takes one access entry per principal.
+    seen: dict[str, dict[Any, int]] = {"name": {}, "namespace": {}, "slot": {}, "iamRoleArn": {}}
     for index, entry in enumerate(raw):
         if not isinstance(entry, dict):
             continue
         values = {"name": entry.get("name"), "namespace": entry.get("namespace") or entry.get("name"),
-                  "slot": entry.get("slot")}
+                  "slot": entry.get("slot"), "iamRoleArn": entry.get("iamRoleArn")}
         for field, value in values.items():
             if value is None or not isinstance(value, (str, int)):
                 continue
@@ -498,6 +501,14 @@ def _tenant_checks(base: _Partial, tenants: list[tuple[int, Tenant]], raw: list[
                 problems.append(
                     Problem(f"{key}.upstreams[{u}].cidr", f"{upstream.cidr} overlaps egress:vpcCidr")
                 )
+        if tenant.iam_role_arn and tenant.iam_role_arn in (base.cluster_admin_role_arns or []):
+            problems.append(
+                Problem(
+                    f"{key}.iamRoleArn",
+                    f"{tenant.iam_role_arn} is also in egress:clusterAdminRoleArns; EKS allows one access "
+                    "entry per principal and a tenant role must not be a cluster admin: use a separate role",
+                )
+            )
         names = [u.name for u in tenant.upstreams]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             problems.append(Problem(f"{key}.upstreams", f"upstream name {dup!r} is used twice"))

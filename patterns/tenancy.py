@@ -14,10 +14,13 @@ from .network import Network
 from .settings import Tenant
 
 TENANT_KEY = "egress/tenant"  # node label, node taint and namespace/pod label
-# Dedicated egress gateway nodes (cilium, istio): labelled egress/role=gateway and
-# tainted egress/gateway=<pattern>:NoSchedule, so only gateway work lands there.
+# Dedicated egress gateway nodes (cilium, istio): labelled egress/gateway=<pattern>
+# and tainted egress/gateway=<pattern>:NoSchedule, so only gateway work lands there.
 GATEWAY_KEY = "egress/gateway"
-GATEWAY_NODE_LABELS = {"egress/role": "gateway"}
+
+
+def gateway_labels(pattern: str) -> dict[str, str]:
+    return {GATEWAY_KEY: pattern}
 
 
 def gateway_taint(pattern: str) -> Taint:
@@ -27,6 +30,35 @@ DNS_PEER = {
     "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
 }
 DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+
+TENANT_ROLE = "egress-tenant-edit"
+_READ = ["get", "list", "watch"]
+_WRITE = [*_READ, "create", "update", "patch", "delete", "deletecollection"]
+# What a tenant team may do in its own namespace: run and configure workloads.
+# Not granted: NetworkPolicies (read only), RBAC, the namespace itself
+# (cluster-scoped, out of any Role's reach), service account impersonation and
+# tokens, ephemeral containers, and every CRD (Kyverno, Cilium, Istio egress
+# policies); Kyverno's reports on their pods are readable.
+TENANT_ROLE_RULES = [
+    {"apiGroups": [""], "resources": ["pods", "services", "configmaps", "secrets", "persistentvolumeclaims",
+                                      "serviceaccounts"], "verbs": _WRITE},
+    {"apiGroups": [""], "resources": ["pods/exec", "pods/attach", "pods/portforward"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["pods/log", "events", "endpoints", "resourcequotas", "limitranges"],
+     "verbs": _READ},
+    {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale", "statefulsets", "statefulsets/scale",
+                                          "daemonsets", "replicasets"], "verbs": _WRITE},
+    {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": _WRITE},
+    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _WRITE},
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _WRITE},
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": _READ},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies", "ingresses"], "verbs": _READ},
+    {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "verbs": _READ},
+]
+
+
+def tenant_group(tenant: Tenant) -> str:
+    """The Kubernetes group of the tenant team (set on its EKS access entry)."""
+    return f"egress-tenant-{tenant.name}"
 
 
 def tenant_taint(tenant: Tenant) -> Taint:
@@ -45,8 +77,9 @@ def upstream_egress_rules(tenant: Tenant) -> list[dict]:
 
 
 class TenantNamespace(pulumi.ComponentResource):
-    """The tenant namespace: labelled with its tenant, Pod Security enforced, and
-    default-deny ingress and egress except DNS, its own pods and `egress_rules`."""
+    """The tenant namespace: labelled with its tenant, Pod Security enforced,
+    default-deny ingress and egress except DNS, its own pods and `egress_rules`,
+    and (when the tenant names an IAM role) the tenant team's edit Role."""
 
     def __init__(self, name: str, tenant: Tenant, provider: k8s.Provider, *,
                  egress_rules: list[dict], labels: dict[str, str] | None = None,
@@ -100,6 +133,21 @@ class TenantNamespace(pulumi.ComponentResource):
                 opts=in_namespace,
             ),
         }
+        self.role = self.role_binding = None
+        if tenant.iam_role_arn:
+            self.role = k8s.rbac.v1.Role(
+                f"{name}-edit",
+                metadata=metadata(TENANT_ROLE),
+                rules=TENANT_ROLE_RULES,
+                opts=in_namespace,
+            )
+            self.role_binding = k8s.rbac.v1.RoleBinding(
+                f"{name}-edit",
+                metadata=metadata(TENANT_ROLE),
+                role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": self.role.metadata.name},
+                subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": tenant_group(tenant)}],
+                opts=in_namespace,
+            )
         self.register_outputs({"namespace": self.namespace.metadata.name})
 
 

@@ -39,12 +39,12 @@ def stack_config():
 
 
 def _release(graph):
-    (release,) = graph.by_type("kubernetes:helm.sh/v3:Release")
+    (release,) = [r for r in graph.by_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "cilium"]
     return release
 
 
 def _gateway_groups(graph):
-    return {r.name: r for r in graph.by_type(NODE_GROUP) if r.inputs["labels"] == {"egress/role": "gateway"}}
+    return {r.name: r for r in graph.by_type(NODE_GROUP) if r.inputs["labels"] == {"egress/gateway": "cilium"}}
 
 
 def _policies(graph):
@@ -145,7 +145,7 @@ def test_one_tainted_gateway_node_per_az_in_its_egress_subnet(graph):
     for subnet in plan.addresses.egress_subnets:
         group = groups[f"egress-gateway-{subnet.az}"].inputs
         assert group["taints"] == [GATEWAY_TAINT, AGENT_NOT_READY]
-        assert group["labels"] == {"egress/role": "gateway"}
+        assert group["labels"] == {"egress/gateway": "cilium"}
         assert group["instanceTypes"] == ["c6in.large"]
         assert group["scalingConfig"] == {"minSize": 1, "maxSize": 1, "desiredSize": 1}
         resource = graph.get("aws:ec2/subnet:Subnet", f"egress-gateway-{subnet.az}")
@@ -250,7 +250,7 @@ def test_one_policy_per_tenant_with_selectors_cidrs_and_gateways(graph):
         assert spec["destinationCIDRs"] == [str(u.cidr) for u in tenant.upstreams]
         ips = cilium.egress_ips(plan.settings, plan.addresses, tenant)
         assert spec["egressGateways"] == [
-            {"nodeSelector": {"matchLabels": {"egress/role": "gateway", "topology.kubernetes.io/zone": az}},
+            {"nodeSelector": {"matchLabels": {"egress/gateway": "cilium", "topology.kubernetes.io/zone": az}},
              "egressIP": str(ip)}
             for az, ip in ips.items()
         ]

@@ -83,7 +83,7 @@ def test_egress_node_group_is_dedicated_tainted_and_in_the_egress_subnets(graph)
     group = graph.get("aws:eks/nodeGroup:NodeGroup", "egress-gateway").inputs
     azs = graph.plan.settings.availability_zones
     assert group["subnetIds"] == [graph.get("aws:ec2/subnet:Subnet", f"egress-gateway-{az}").id for az in azs]
-    assert group["labels"] == {"egress/role": "gateway"}
+    assert group["labels"] == {"egress/gateway": "istio"}
     assert group["taints"] == [{"key": "egress/gateway", "value": "istio", "effect": "NO_SCHEDULE"}]
     assert group["scalingConfig"]["minSize"] == 3 and group["scalingConfig"]["maxSize"] == 9
     assert group["instanceTypes"] == ["c6in.large"]
@@ -103,7 +103,8 @@ def test_istiod_ports_are_open_from_the_cluster_security_group(graph):
 
 
 def _releases(graph):
-    return {r.inputs["chart"]: r for r in graph.by_type(RELEASE)}
+    """Istio's releases (the guardrails add Kyverno's)."""
+    return {r.inputs["chart"]: r for r in graph.by_type(RELEASE) if "istio" in r.inputs["repositoryOpts"]["repo"]}
 
 
 def test_istio_charts_are_pinned_and_ordered(graph):
@@ -143,7 +144,7 @@ def test_gateway_values(graph):
     ports = [(p["port"], p["targetPort"]) for p in values["service"]["ports"]]
     gateway_ports = [gp for *_, pairs, _ in EXPECTED for _, gp in pairs]
     assert ports == [(15021, 15021)] + [(p, p) for p in gateway_ports]
-    assert values["nodeSelector"] == {"egress/role": "gateway"}
+    assert values["nodeSelector"] == {"egress/gateway": "istio"}
     assert values["tolerations"] == [
         {"key": "egress/gateway", "operator": "Equal", "value": "istio", "effect": "NoSchedule"}
     ]
