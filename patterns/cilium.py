@@ -404,13 +404,7 @@ class CiliumEgress(pulumi.ComponentResource):
         self.node_groups: dict[str, aws.eks.NodeGroup] = {}
         for subnet in plan.addresses.egress_subnets:
             az = subnet.az
-            resource = network.subnet(f"{name}-gateway", subnet, {**tags, **GATEWAY_LABEL}, parent=self)
-            aws.ec2.RouteTableAssociation(
-                f"{name}-gateway-{az}",
-                subnet_id=resource.id,
-                route_table_id=network.private_route_tables[az].id,
-                opts=pulumi.ResourceOptions(parent=resource),
-            )
+            resource = network.routed_subnet(f"{name}-gateway", subnet, {**tags, **GATEWAY_LABEL}, parent=self)
             # AWS never auto-assigns addresses from an explicit reservation, so
             # nodes and pods cannot take a tenant's future egress IP.
             reservation = aws.ec2.SubnetCidrReservation(

@@ -456,14 +456,9 @@ class Istio(pulumi.ComponentResource):
         # own subnets in >=2 AZs, a dedicated managed node group, taints).
         self.egress_subnets = {}
         for subnet in plan.addresses.egress_subnets:
-            resource = network.subnet(f"{name}-gateway", subnet, parent=self)
-            aws.ec2.RouteTableAssociation(
-                f"{name}-gateway-{subnet.az}",
-                subnet_id=resource.id,
-                route_table_id=network.private_route_tables[subnet.az].id,
-                opts=pulumi.ResourceOptions(parent=resource),
+            self.egress_subnets[subnet.az] = network.routed_subnet(
+                f"{name}-gateway", subnet, GATEWAY_NODE_LABELS, parent=self
             )
-            self.egress_subnets[subnet.az] = resource
         zones = len(settings.availability_zones)
         self.node_group = cluster.node_group(
             f"{name}-gateway",

@@ -173,6 +173,20 @@ class Network(pulumi.ComponentResource):
             self.route_to_transit_gateway(table, f"{name}-internet", "0.0.0.0/0")
         return table
 
+    def routed_subnet(self, prefix: str, subnet: Subnet, tags: dict[str, str] | None = None, *,
+                      parent: pulumi.Resource, route_table: aws.ec2.RouteTable | None = None,
+                      depends_on: list[pulumi.Resource] | None = None) -> aws.ec2.Subnet:
+        """A private subnet associated with a route table: by default its AZ's
+        private table (on-prem via the transit gateway, internet as configured)."""
+        resource = self.subnet(prefix, subnet, tags, parent=parent, depends_on=depends_on)
+        aws.ec2.RouteTableAssociation(
+            f"{prefix}-{subnet.az}",
+            subnet_id=resource.id,
+            route_table_id=(route_table or self.private_route_tables[subnet.az]).id,
+            opts=pulumi.ResourceOptions(parent=resource),
+        )
+        return resource
+
     def route_to_transit_gateway(self, table: aws.ec2.RouteTable, name: str, cidr: str) -> aws.ec2.Route:
         assert self.transit_gateway_attachment is not None
         return aws.ec2.Route(

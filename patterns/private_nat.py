@@ -250,14 +250,9 @@ class PrivateNat(pulumi.ComponentResource):
         # cluster subnets: on-prem to the transit gateway, internet per internetEgress.
         self.nat_subnets: dict[str, aws.ec2.Subnet] = {}
         for subnet in plan.addresses.egress_subnets:
-            resource = network.subnet(f"{name}-private-nat", subnet, {"egress/role": "private-nat"}, parent=self)
-            aws.ec2.RouteTableAssociation(
-                f"{name}-private-nat-{subnet.az}",
-                subnet_id=resource.id,
-                route_table_id=network.private_route_tables[subnet.az].id,
-                opts=pulumi.ResourceOptions(parent=resource),
+            self.nat_subnets[subnet.az] = network.routed_subnet(
+                f"{name}-private-nat", subnet, {"egress/role": "private-nat"}, parent=self
             )
-            self.nat_subnets[subnet.az] = resource
 
         self.nat_gateways: dict[str, dict[str, aws.ec2.NatGateway]] = {}
         self.route_tables: dict[str, dict[str, aws.ec2.RouteTable]] = {}

@@ -161,18 +161,13 @@ class DedicatedTenant(pulumi.ComponentResource):
                  subnet_depends_on: list[pulumi.Resource] | None = None,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:tenancy:DedicatedTenant", name, None, opts)
-        self.subnets = {}
-        for subnet in addresses.subnets:
-            resource = network.subnet(
-                f"{name}", subnet, {TENANT_KEY: tenant.name}, parent=self, depends_on=subnet_depends_on
+        self.subnets = {
+            subnet.az: network.routed_subnet(
+                name, subnet, {TENANT_KEY: tenant.name}, parent=self,
+                route_table=route_tables[subnet.az], depends_on=subnet_depends_on,
             )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-{subnet.az}",
-                subnet_id=resource.id,
-                route_table_id=route_tables[subnet.az].id,
-                opts=pulumi.ResourceOptions(parent=resource),
-            )
-            self.subnets[subnet.az] = resource
+            for subnet in addresses.subnets
+        }
         self.node_group = cluster.node_group(
             name,
             subnet_ids=[s.id for s in self.subnets.values()],
