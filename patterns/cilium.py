@@ -26,7 +26,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from .addressing import AWS_RESERVED_HEAD, AddressPlan, Subnet, usable_host
-from .cluster import SYSTEM_LABEL, Cluster, Cni, Taint
+from .cluster import SYSTEM_LABEL, Cluster, Cni, NodeRole, Taint
 from .network import Network
 from .plan import PatternSpec, Plan
 from .settings import NAMESPACE, Problem, Settings, Tenant
@@ -392,12 +392,15 @@ class CiliumEgress(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
+        # Only gateway nodes may attach the egress ENIs: they get their own role.
+        gateway_role = cluster.new_node_role(f"{name}-gateway", parent=self)
         self.node_attach_policy = aws.iam.RolePolicy(
             f"{name}-gateway-eni-attach",
-            role=cluster.node_role.name,
+            role=gateway_role.role.name,
             policy=json.dumps(_attach_policy(stack)),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=gateway_role.role),
         )
+        self.gateway_role = NodeRole(gateway_role.role, [*gateway_role.policies, self.node_attach_policy])
 
         self.subnets: dict[str, aws.ec2.Subnet] = {}
         self.enis: dict[str, aws.ec2.NetworkInterface] = {}
@@ -448,6 +451,7 @@ class CiliumEgress(pulumi.ComponentResource):
                 cni=cni,
                 parent=self,
                 launch_template=template,
+                role=self.gateway_role,
             )
 
         self.namespaces = {}

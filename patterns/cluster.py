@@ -29,6 +29,12 @@ SYSTEM_LABEL = {"egress/role": "system"}
 
 
 @dataclass(frozen=True)
+class NodeRole:
+    role: aws.iam.Role
+    policies: list[pulumi.Resource]  # node groups wait for these: nodes join only with them
+
+
+@dataclass(frozen=True)
 class Taint:
     key: str
     value: str
@@ -109,8 +115,16 @@ class Cluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.node_role = aws.iam.Role(
-            f"{name}-node",
+        self.node_role = self.new_node_role(f"{name}-node", parent=self)
+        self.launch_template = self.hardened_launch_template(f"{name}-nodes")
+        self.register_outputs({"name": self.name, "endpoint": self.endpoint})
+
+    def new_node_role(self, name: str, *, parent: pulumi.Resource) -> NodeRole:
+        """An EC2 role for nodes with the worker and ECR pull policies only; the
+        CNI has its own role. EKS creates the access entry of a managed node
+        group's role itself."""
+        role = aws.iam.Role(
+            name,
             assume_role_policy=json.dumps(
                 {
                     "Version": "2012-10-17",
@@ -120,19 +134,15 @@ class Cluster(pulumi.ComponentResource):
                 }
             ),
             description="EKS worker nodes; the CNI has its own role",
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=parent),
         )
-        self.node_role_policies = [
+        attachments = [
             aws.iam.RolePolicyAttachment(
-                f"{name}-node-{key}",
-                role=self.node_role.name,
-                policy_arn=arn,
-                opts=pulumi.ResourceOptions(parent=self.node_role),
+                f"{name}-{key}", role=role.name, policy_arn=arn, opts=pulumi.ResourceOptions(parent=role)
             )
             for key, arn in NODE_POLICIES.items()
         ]
-        self.launch_template = self.hardened_launch_template(f"{name}-nodes")
-        self.register_outputs({"name": self.name, "endpoint": self.endpoint})
+        return NodeRole(role, attachments)
 
     def hardened_launch_template(self, name: str, *, user_data: pulumi.Input[str] | None = None,
                                  parent: pulumi.Resource | None = None) -> aws.ec2.LaunchTemplate:
@@ -169,14 +179,16 @@ class Cluster(pulumi.ComponentResource):
         cni: Cni,
         parent: pulumi.Resource,
         launch_template: aws.ec2.LaunchTemplate | None = None,
+        role: NodeRole | None = None,
     ) -> aws.eks.NodeGroup:
         """A managed node group in the given private subnets; it waits for the CNI
         and carries the CNI's start-up taints."""
         template = launch_template or self.launch_template
+        role = role or self.node_role
         return aws.eks.NodeGroup(
             name,
             cluster_name=self.name,
-            node_role_arn=self.node_role.arn,
+            node_role_arn=role.role.arn,
             subnet_ids=subnet_ids,
             instance_types=[size.instance_type],
             ami_type="AL2023_x86_64_STANDARD",
@@ -196,7 +208,7 @@ class Cluster(pulumi.ComponentResource):
                 parent=parent,
                 # Nodes register only with their role's policies in place, and
                 # become Ready only once the CNI is there.
-                depends_on=[*self.node_role_policies, cni],
+                depends_on=[*role.policies, cni],
                 # EKS scales the group; Pulumi keeps only the bounds.
                 ignore_changes=["scalingConfig.desiredSize"],
             ),

@@ -209,8 +209,17 @@ def test_gateway_user_data_attaches_the_az_eni_and_routes_from_its_ips(graph):
             "aws:ec2/launchTemplate:LaunchTemplate", f"egress-gateway-{subnet.az}").id
 
 
-def test_nodes_may_attach_only_this_stacks_gateway_enis(graph):
-    policy = json.loads(graph.get("aws:iam/rolePolicy:RolePolicy", "egress-gateway-eni-attach").inputs["policy"])
+def test_only_gateway_nodes_may_attach_this_stacks_gateway_enis(graph):
+    attach = graph.get("aws:iam/rolePolicy:RolePolicy", "egress-gateway-eni-attach")
+    gateway_role = graph.get("aws:iam/role:Role", "egress-gateway")
+    assert attach.inputs["role"] == gateway_role.name  # the engine's mock names a role after its resource
+    assert [r.name for r in graph.by_type("aws:iam/rolePolicy:RolePolicy")] == ["egress-gateway-eni-attach"]
+    for group in graph.by_type(NODE_GROUP):
+        gateway = group.name.startswith("egress-gateway-")
+        assert (group.inputs["nodeRoleArn"] == f"arn:aws:iam::{offline.ACCOUNT}:role/egress-gateway") == gateway
+        if gateway:
+            assert attach.urn in group.dependencies  # nodes boot only once they may attach the ENI
+    policy = json.loads(attach.inputs["policy"])
     eni_statement = policy["Statement"][0]
     assert eni_statement["Resource"] == "arn:aws:ec2:*:*:network-interface/*"
     assert eni_statement["Condition"] == {"StringEquals": {"aws:ResourceTag/egress/gateway-eni": "cilium"}}
