@@ -61,6 +61,9 @@ class PatternSpec:
     warnings: Callable[[Settings, AddressPlan], list[str]] = lambda settings, addresses: []
     # Managed node groups this pattern creates (system group included), for the quota warning.
     node_group_count: Callable[[Settings], int] = lambda settings: 1
+    # Config keys only this pattern reads (camelCase): top-level, and per tenant.
+    own_keys: tuple[str, ...] = ()
+    own_tenant_keys: tuple[str, ...] = ()
     # Namespaces of the pattern's egress gateway pods: the only pods admitted
     # with a toleration for the egress gateway nodes' taint.
     gateway_namespaces: tuple[str, ...] = ()
@@ -117,7 +120,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
         )
         for t in settings.tenants
     )
-    warnings = list(spec.warnings(settings, addresses))
+    warnings = list(spec.warnings(settings, addresses)) + _ignored_keys(settings, spec, patterns)
     groups = spec.node_group_count(settings)
     if groups > MANAGED_NODE_GROUP_QUOTA:
         warnings.append(
@@ -126,3 +129,24 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
             "Quotas before `pulumi up`"
         )
     return Plan(stack, settings, spec, addresses, allow_list, tuple(warnings))
+
+
+def _ignored_keys(settings: Settings, spec: PatternSpec, patterns: Mapping[str, PatternSpec]) -> list[str]:
+    """Keys that only other patterns read: kept (a stack may switch back), but said."""
+    def owner(key: str, tenant_level: bool) -> str | None:
+        for other in patterns.values():
+            if other is not spec and key in (other.own_tenant_keys if tenant_level else other.own_keys):
+                return other.name
+        return None
+
+    def set_keys(model) -> list[str]:
+        return [type(model).model_fields[name].alias or name for name in sorted(model.model_fields_set)]
+
+    found = [(f"{NAMESPACE}:{key}", owner(key, False)) for key in set_keys(settings)]
+    for index, tenant in enumerate(settings.tenants):
+        found += [(f"{NAMESPACE}:tenants[{index}].{key}", owner(key, True)) for key in set_keys(tenant)]
+    return [
+        f"{key} is read only by pattern {other}; it is ignored under {spec.name}"
+        for key, other in found
+        if other is not None
+    ]

@@ -327,4 +327,6 @@ SPEC = PatternSpec(
     checks=_checks,
     warnings=_warnings,
     node_group_count=lambda settings: 1 + len(settings.tenants),
+    own_keys=("privateNat",),
+    own_tenant_keys=("egressProfile", "expectedConnectionsPerDestination"),
 )

@@ -185,3 +185,14 @@ def test_every_shipped_stack_plans_cleanly():
         graph = planned(name)
         assert graph.plan.settings.pattern == name
         assert graph.outputs["egressAllowList"] == graph.plan.allow_list_json()
+
+
+def test_keys_of_another_pattern_are_reported_as_ignored():
+    config = stack_config(STACK)
+    config["egress:privateNat"] = {"tenantCidr": "100.64.0.0/16"}
+    config["egress:tenants"][0]["egressProfile"] = "shared"
+    warnings = offline.run("ignored", config).plan.warnings
+    assert "egress:privateNat is read only by pattern private-nat; it is ignored under subnet-cidr" in warnings
+    assert ("egress:tenants[0].egressProfile is read only by pattern private-nat; it is ignored under subnet-cidr"
+            in warnings)
+    assert not [w for w in planned("private-nat").plan.warnings if "is read only by" in w]
