@@ -215,7 +215,7 @@ class Settings(_Model):
     transit_gateway_id: Annotated[str, Field(pattern=r"^(tgw-[0-9a-f]{8,17})?$")] = ""
     internet_egress: Literal["nat", "transit-gateway", "none"]
     kubernetes_version: Annotated[str, Field(pattern=r"^1\.\d{2}$")]
-    cluster_admin_role_arns: list[IamRoleArn] = Field(min_length=1)
+    cluster_admin_role_arns: list[IamRoleArn] = []
     endpoint_public_access_cidrs: list[Cidr] = []
     deletion_protection: bool
     cluster_subnet_prefix: int = Field(ge=16, le=26)

@@ -196,3 +196,12 @@ def test_keys_of_another_pattern_are_reported_as_ignored():
     assert ("egress:tenants[0].egressProfile is read only by pattern private-nat; it is ignored under subnet-cidr"
             in warnings)
     assert not [w for w in planned("private-nat").plan.warnings if "is read only by" in w]
+
+
+def test_the_deploying_role_is_not_given_a_second_access_entry():
+    """pulumi-eks makes the creator cluster-admin; more admins are optional."""
+    config = stack_config(STACK)
+    del config["egress:clusterAdminRoleArns"]
+    inputs = offline.run("no-admins", config).get(EKS, "egress").inputs
+    assert inputs.get("accessEntries", {}) == {}
+    assert inputs["authenticationMode"] == "API"

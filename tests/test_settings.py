@@ -53,7 +53,7 @@ def test_shipped_stack_is_valid():
         ("kubernetesVersion", "latest", "egress:kubernetesVersion", ("e.g. '1.35'",)),
         ("transitGatewayId", "tgw-xyz", "egress:transitGatewayId", ("tgw-0123456789abcdef0",)),
         ("clusterAdminRoleArns", ["admin"], "egress:clusterAdminRoleArns[0]", ("arn:aws:iam::<account>:role/<name>",)),
-        ("clusterAdminRoleArns", [], "egress:clusterAdminRoleArns", ("at least 1",)),
+        ("clusterAdminRoleArns", "arn:aws:iam::111122223333:role/a", "egress:clusterAdminRoleArns", ("valid list",)),
         ("endpointPublicAccessCidrs", ["0.0.0.0/0"], "egress:endpointPublicAccessCidrs[0]", ("never 0.0.0.0/0",)),
         ("internetEgress", "proxy", "egress:internetEgress", ("'nat'", "'transit-gateway'", "'none'")),
         ("tenantSubnetPrefix", 30, "egress:tenantSubnetPrefix", ("less than or equal to 26",)),
