@@ -407,7 +407,7 @@ class CiliumEgress(pulumi.ComponentResource):
         self.node_groups: dict[str, aws.eks.NodeGroup] = {}
         for subnet in plan.addresses.egress_subnets:
             az = subnet.az
-            resource = network.routed_subnet(f"{name}-gateway", subnet, {**tags, **GATEWAY_LABEL}, parent=self)
+            resource = network.gateway_subnets[az]
             # AWS never auto-assigns addresses from an explicit reservation, so
             # nodes and pods cannot take a tenant's future egress IP.
             reservation = aws.ec2.SubnetCidrReservation(

@@ -452,13 +452,9 @@ class Istio(pulumi.ComponentResource):
         self.routes = {t.name: tenant_routes(settings, t) for t in settings.tenants}
         all_routes = [r for routes in self.routes.values() for r in routes]
 
-        # Egress subnets in every AZ and the gateway node group there (seed:
+        # The gateway subnets in every AZ and the gateway node group there (seed:
         # own subnets in >=2 AZs, a dedicated managed node group, taints).
-        self.egress_subnets = {}
-        for subnet in plan.addresses.egress_subnets:
-            self.egress_subnets[subnet.az] = network.routed_subnet(
-                f"{name}-gateway", subnet, GATEWAY_NODE_LABELS, parent=self
-            )
+        self.egress_subnets = network.gateway_subnets
         zones = len(settings.availability_zones)
         self.node_group = cluster.node_group(
             f"{name}-gateway",

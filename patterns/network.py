@@ -104,6 +104,15 @@ class Network(pulumi.ComponentResource):
                 for index, onprem in enumerate(settings.on_prem_cidrs):
                     self.route_to_transit_gateway(table, f"{name}-private-{subnet.az}-onprem-{index}", str(onprem))
 
+        # Gateway subnets (the egress block): the NAT gateways of private-nat or
+        # the gateway nodes of cilium and istio. They belong to the base so that a
+        # change of pattern reuses them instead of creating a second subnet on
+        # the same range (which AWS refuses) before deleting the first.
+        self.gateway_subnets = {
+            s.az: self.routed_subnet(f"{name}-gateway", s, {"egress/role": "gateway"}, parent=self.vpc)
+            for s in plan.addresses.egress_subnets
+        }
+
         self.endpoint_security_group = aws.ec2.SecurityGroup(
             f"{name}-endpoints",
             vpc_id=self.vpc.id,

@@ -248,11 +248,7 @@ class PrivateNat(pulumi.ComponentResource):
 
         # NAT subnets: the egress subnets (primary, routable range), routed like the
         # cluster subnets: on-prem to the transit gateway, internet per internetEgress.
-        self.nat_subnets: dict[str, aws.ec2.Subnet] = {}
-        for subnet in plan.addresses.egress_subnets:
-            self.nat_subnets[subnet.az] = network.routed_subnet(
-                f"{name}-private-nat", subnet, {"egress/role": "private-nat"}, parent=self
-            )
+        self.nat_subnets = network.gateway_subnets
 
         self.nat_gateways: dict[str, dict[str, aws.ec2.NatGateway]] = {}
         self.route_tables: dict[str, dict[str, aws.ec2.RouteTable]] = {}

@@ -74,7 +74,7 @@ def test_egress_subnets_are_private_one_per_az_and_routed(graph):
         assert subnet["cidrBlock"] == str(planned.cidr)
         assert subnet["availabilityZone"] == az
         assert subnet["mapPublicIpOnLaunch"] is False
-        assert subnet["tags"]["egress/gateway"] == "istio"
+        assert subnet["tags"]["egress/role"] == "gateway"
         assoc = graph.get("aws:ec2/routeTableAssociation:RouteTableAssociation", f"egress-gateway-{az}").inputs
         assert assoc["subnetId"] == graph.get("aws:ec2/subnet:Subnet", f"egress-gateway-{az}").id
         assert assoc["routeTableId"] == graph.get("aws:ec2/routeTable:RouteTable", f"egress-private-{az}").id

@@ -73,7 +73,7 @@ def test_one_private_nat_per_az_per_profile_in_that_azs_nat_subnet(graph):
     for profile in PROFILES:
         for az in AZS:
             nat = graph.get(NAT, f"egress-nat-{profile}-{az}")
-            subnet = graph.get(SUBNET, f"egress-private-nat-{az}")
+            subnet = graph.get(SUBNET, f"egress-gateway-{az}")
             assert nat.inputs["subnetId"] == rid(subnet)
             assert subnet.inputs["availabilityZone"] == az
             assert subnet.inputs["cidrBlock"] == str(egress_subnet_cidrs(graph)[az])
@@ -116,7 +116,7 @@ def test_secondary_range_is_associated_before_tenant_subnets(graph):
             assert ipaddress.IPv4Network(subnet.inputs["cidrBlock"]).subnet_of(tenant_range)
             assert association.urn in subnet.dependencies
     # NAT subnets live in the primary range and need not wait for it.
-    assert association.urn not in graph.get(SUBNET, "egress-private-nat-eu-west-1a").dependencies
+    assert association.urn not in graph.get(SUBNET, "egress-gateway-eu-west-1a").dependencies
 
 
 def test_endpoint_security_group_admits_the_tenant_range(graph):
@@ -171,7 +171,7 @@ def test_profile_tables_reach_s3_through_the_gateway_endpoint(graph):
 
 def test_nat_subnets_route_on_prem_to_the_transit_gateway(graph):
     for az in AZS:
-        association = graph.get(RTA, f"egress-private-nat-{az}")
+        association = graph.get(RTA, f"egress-gateway-{az}")
         assert association.inputs["routeTableId"] == graph.get(RT, f"egress-private-{az}").id
         routes = routes_of(graph, f"egress-private-{az}")
         assert routes["10.100.0.0/14"]["transitGatewayId"] == "tgw-0a1b2c3d4e5f60718"
