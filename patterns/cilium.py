@@ -30,7 +30,7 @@ from .cluster import SYSTEM_LABEL, Cluster, Cni, NodeRole, Taint
 from .network import Network
 from .plan import PatternSpec, Plan
 from .settings import NAMESPACE, Problem, Settings, Tenant
-from .tenancy import TENANT_KEY, TenantNamespace, gateway_labels, gateway_taint, upstream_egress_rules
+from .tenancy import TENANT_KEY, TenantNamespaces, gateway_labels, gateway_taint
 
 # Chart 1.19.6: 1.18+ is needed for `egressGateways` (several gateways per
 # policy); 1.20.0/1.20.1 have an egress-gateway regression with dual-stack
@@ -371,7 +371,7 @@ class CiliumEgress(pulumi.ComponentResource):
     CiliumEgressGatewayPolicy."""
 
     def __init__(self, name: str, plan: Plan, network: Network, cluster: Cluster, cni: Cni,
-                 opts: pulumi.ResourceOptions | None = None):
+                 namespaces: TenantNamespaces, opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:patterns:CiliumEgress", name, None, opts)
         settings = plan.settings
         stack = plan.stack
@@ -454,13 +454,8 @@ class CiliumEgress(pulumi.ComponentResource):
                 role=self.gateway_role,
             )
 
-        self.namespaces = {}
         self.policies = {}
         for tenant in settings.tenants:
-            self.namespaces[tenant.name] = TenantNamespace(
-                f"{name}-{tenant.name}", tenant, cluster.provider,
-                egress_rules=upstream_egress_rules(tenant), opts=child,
-            )
             self.policies[tenant.name] = k8s.apiextensions.CustomResource(
                 f"{name}-{tenant.name}",
                 api_version=POLICY_API_VERSION,

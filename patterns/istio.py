@@ -34,9 +34,9 @@ import pulumi_kubernetes as k8s
 from .addressing import AddressPlan
 from .cluster import SYSTEM_LABEL, Cluster, Cni, VpcCni
 from .network import Network
-from .plan import PatternSpec, Plan
+from .plan import NamespaceSpec, PatternSpec, Plan, upstream_egress_rules
 from .settings import NAMESPACE, NodeGroupSize, Problem, Settings, Tenant, Upstream
-from .tenancy import DNS_PEER, DNS_PORTS, TenantNamespace, gateway_labels, gateway_taint, upstream_egress_rules
+from .tenancy import DNS_PEER, DNS_PORTS, TenantNamespace, TenantNamespaces, gateway_labels, gateway_taint
 
 ISTIO_VERSION = "1.30.3"
 ISTIO_REPO = "https://istio-release.storage.googleapis.com/charts"
@@ -444,7 +444,7 @@ class Istio(pulumi.ComponentResource):
     the egress gateway), the gateway namespace's guard, and every tenant."""
 
     def __init__(self, name: str, plan: Plan, network: Network, cluster: Cluster, cni: Cni,
-                 opts: pulumi.ResourceOptions | None = None):
+                 namespaces: TenantNamespaces, opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:patterns:Istio", name, None, opts)
         settings = plan.settings
         provider = self.k8s_provider = cluster.provider
@@ -550,7 +550,7 @@ class Istio(pulumi.ComponentResource):
 
         self.tenants = {
             tenant.name: IstioTenant(
-                tenant.name, tenant, self.routes[tenant.name], provider=provider,
+                tenant.name, tenant, self.routes[tenant.name], namespaces[tenant.name], provider=provider,
                 gateway_namespace=gateway_ns, depends_on=[self.istiod],
                 opts=pulumi.ResourceOptions(parent=self),
             )
@@ -614,25 +614,21 @@ class Istio(pulumi.ComponentResource):
 
 
 class IstioTenant(pulumi.ComponentResource):
-    """A tenant namespace in the mesh: sidecar injection, the client service
-    account, the bypass guard, and the five Istio objects per upstream."""
+    """A tenant in the mesh: the client service account in its namespace (which
+    has sidecar injection and the bypass guard, see _tenant_namespace) and the
+    five Istio objects per upstream."""
 
-    def __init__(self, name: str, tenant: Tenant, routes: list[UpstreamRoute], *, provider: k8s.Provider,
-                 gateway_namespace: pulumi.Input[str], depends_on: list[pulumi.Resource],
+    def __init__(self, name: str, tenant: Tenant, routes: list[UpstreamRoute], tenant_namespace: TenantNamespace,
+                 *, provider: k8s.Provider, gateway_namespace: pulumi.Input[str], depends_on: list[pulumi.Resource],
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:patterns:IstioTenant", name, None, opts)
-        self.namespace = TenantNamespace(
-            name, tenant, provider,
-            egress_rules=tenant_egress_rules(routes),
-            labels={"istio-injection": "enabled"},
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        namespace = self.namespace.namespace.metadata.name
+        self.namespace = tenant_namespace
+        namespace = tenant_namespace.namespace.metadata.name
         self.service_account = k8s.core.v1.ServiceAccount(
             f"{name}-{CLIENT_SERVICE_ACCOUNT}",
             metadata={"name": CLIENT_SERVICE_ACCOUNT, "namespace": namespace},
             automount_service_account_token=False,  # the sidecar uses its own projected token
-            opts=pulumi.ResourceOptions(parent=self.namespace, provider=provider),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
         )
         # Istio objects need the CRDs and istiod's validation webhook (explicit),
         # and their namespace (implicit, through its name).
@@ -663,6 +659,12 @@ class IstioTenant(pulumi.ComponentResource):
         self.register_outputs({"namespace": namespace, "principal": routes[0].principal if routes else None})
 
 
+def _tenant_namespace(settings: Settings, tenant: Tenant) -> NamespaceSpec:
+    """Sidecar injection on; the bypass guard: egress only to the egress gateway
+    (on the tenant's own ports) and istiod."""
+    return NamespaceSpec(tenant_egress_rules(tenant_routes(settings, tenant)), {"istio-injection": "enabled"})
+
+
 def _egress_subnet_cidrs(settings: Settings, addresses: AddressPlan, tenant: Tenant) -> list[str]:
     return [str(s.cidr) for s in addresses.egress_subnets]
 
@@ -674,6 +676,7 @@ SPEC = PatternSpec(
     cni=lambda name, plan, cluster: VpcCni(name, cluster),  # enforces the NetworkPolicy bypass guard
     tenant_range=lambda settings: None,
     sources=_egress_subnet_cidrs,
+    tenant_namespace=_tenant_namespace,
     checks=_checks,
     warnings=_warnings,
     node_group_count=lambda settings: 2,

@@ -24,7 +24,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.proto import resource_pb2
-from pulumi.runtime.settings import SETTINGS, get_root_resource, reset_options
+from pulumi.runtime.settings import SETTINGS, get_project, get_root_resource, get_stack, reset_options
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
@@ -243,6 +243,16 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
     def component_urn(self, name: str) -> str:
         return self._components[name]
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        """As the engine makes it: a child's type is qualified by its parent's
+        whole type chain (the stock mock keeps only the last link, which would
+        hide a URN change when a component moves under another parent)."""
+        if parent:
+            qualified = parent.split("::")[2]
+            if qualified != "pulumi:pulumi:Stack":
+                type_ = f"{qualified}${type_}"
+        return f"urn:pulumi:{get_stack()}::{get_project()}::{type_}::{name}"
 
     def RegisterResource(self, request):  # noqa: N802 - gRPC method name
         urn = self.make_urn(request.parent, request.type, request.name)

@@ -44,12 +44,31 @@ class TenantAllowList:
 
 
 @dataclass(frozen=True)
+class NamespaceSpec:
+    """What a pattern wants of a tenant namespace besides the shared defaults."""
+
+    egress_rules: list[dict[str, Any]]  # NetworkPolicy egress rules beyond DNS and the namespace itself
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def upstream_egress_rules(tenant: Tenant) -> list[dict[str, Any]]:
+    """NetworkPolicy egress rules: the tenant's upstreams, on their ports only."""
+    return [
+        {
+            "to": [{"ipBlock": {"cidr": str(upstream.cidr)}}],
+            "ports": [{"protocol": "TCP", "port": port} for port in upstream.ports],
+        }
+        for upstream in tenant.upstreams
+    ]
+
+
+@dataclass(frozen=True)
 class PatternSpec:
     """What a pattern adds to the shared base, as pure data and functions."""
 
     name: str
     summary: str
-    # The pattern's ComponentResource: (name, plan, network, cluster, cni, opts).
+    # The pattern's ComponentResource: (name, plan, network, cluster, cni, namespaces, opts).
     component: type
     # Builds the pod network: (name, plan, cluster) -> Cni component.
     cni: Callable[..., Any]
@@ -57,6 +76,10 @@ class PatternSpec:
     tenant_range: Callable[[Settings], ipaddress.IPv4Network | None]
     # The source addresses the firewall sees for one tenant.
     sources: Callable[[Settings, AddressPlan, Tenant], list[str]]
+    # The tenant namespace's egress allowance and labels; default: its upstreams.
+    tenant_namespace: Callable[[Settings, Tenant], NamespaceSpec] = (
+        lambda settings, tenant: NamespaceSpec(upstream_egress_rules(tenant))
+    )
     checks: Callable[[Settings], list[Problem]] = lambda settings: []
     warnings: Callable[[Settings, AddressPlan], list[str]] = lambda settings, addresses: []
     # Managed node groups this pattern creates (system group included), for the quota warning.

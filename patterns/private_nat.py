@@ -31,7 +31,7 @@ from .cluster import Cluster, Cni, VpcCni
 from .network import Network
 from .plan import PatternSpec, Plan
 from .settings import NAMESPACE, NAT_GATEWAY_MAX_IPS, Problem, Settings, Tenant
-from .tenancy import DedicatedTenant
+from .tenancy import DedicatedTenant, TenantNamespaces
 
 # Simultaneous connections per NAT IP to one destination (IP, port, protocol), and the
 # default quota of NAT gateways per AZ (adjustable), from the AWS VPC user guide:
@@ -237,7 +237,7 @@ def _warnings(settings: Settings, addresses: AddressPlan) -> list[str]:
 
 class PrivateNat(pulumi.ComponentResource):
     def __init__(self, name: str, plan: Plan, network: Network, cluster: Cluster, cni: Cni,
-                 opts: pulumi.ResourceOptions | None = None):
+                 namespaces: TenantNamespaces, opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:patterns:PrivateNat", name, None, opts)
         settings = plan.settings
         tags = {"egress/stack": plan.stack}

@@ -16,6 +16,7 @@ from .guardrails import Guardrails
 from .network import Network
 from .plan import Plan, make_plan
 from .registry import PATTERNS
+from .tenancy import TenantNamespaces
 
 NAME = "egress"  # logical name of the top-level components; part of every URN
 
@@ -31,7 +32,8 @@ def deploy(plan: Plan) -> dict[str, Any]:
     cni = plan.spec.cni(NAME, plan, cluster)
     system_nodes = SystemNodes(NAME, plan, network, cluster, cni)
     Guardrails(NAME, plan, cluster, system_nodes)
-    plan.spec.component(NAME, plan, network, cluster, cni)
+    namespaces = TenantNamespaces(NAME, plan, cluster.provider)
+    plan.spec.component(NAME, plan, network, cluster, cni, namespaces)
     return {
         "pattern": plan.settings.pattern,
         "vpcId": network.vpc_id,

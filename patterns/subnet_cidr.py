@@ -15,12 +15,12 @@ from .cluster import Cluster, Cni, VpcCni
 from .network import Network
 from .plan import PatternSpec, Plan
 from .settings import Settings, Tenant
-from .tenancy import DedicatedTenant
+from .tenancy import DedicatedTenant, TenantNamespaces
 
 
 class SubnetCidr(pulumi.ComponentResource):
     def __init__(self, name: str, plan: Plan, network: Network, cluster: Cluster, cni: Cni,
-                 opts: pulumi.ResourceOptions | None = None):
+                 namespaces: TenantNamespaces, opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:patterns:SubnetCidr", name, None, opts)
         self.tenants = {
             tenant.name: DedicatedTenant(

@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 from .addressing import TenantAddresses
 from .cluster import Cluster, Cni, Taint
 from .network import Network
+from .plan import Plan
 from .settings import Tenant
 
 TENANT_KEY = "egress/tenant"  # node label, node taint and namespace/pod label
@@ -63,17 +64,6 @@ def tenant_group(tenant: Tenant) -> str:
 
 def tenant_taint(tenant: Tenant) -> Taint:
     return Taint(TENANT_KEY, tenant.name, "NO_SCHEDULE")
-
-
-def upstream_egress_rules(tenant: Tenant) -> list[dict]:
-    """NetworkPolicy egress rules: the tenant's upstreams, on their ports only."""
-    return [
-        {
-            "to": [{"ipBlock": {"cidr": str(upstream.cidr)}}],
-            "ports": [{"protocol": "TCP", "port": port} for port in upstream.ports],
-        }
-        for upstream in tenant.upstreams
-    ]
 
 
 class TenantNamespace(pulumi.ComponentResource):
@@ -153,7 +143,8 @@ class TenantNamespace(pulumi.ComponentResource):
 
 class DedicatedTenant(pulumi.ComponentResource):
     """A tenant with its own subnet in every AZ and its own tainted node group
-    there, so everything it sends leaves from its subnets (seed, patterns 1-2)."""
+    there, so everything it sends leaves from its subnets (seed, patterns 1-2).
+    Its namespace is one of the TenantNamespaces, shared by every pattern."""
 
     def __init__(self, name: str, tenant: Tenant, addresses: TenantAddresses, *,
                  network: Network, cluster: Cluster, cni: Cni,
@@ -177,8 +168,25 @@ class DedicatedTenant(pulumi.ComponentResource):
             cni=cni,
             parent=self,
         )
-        self.namespace = TenantNamespace(
-            name, tenant, cluster.provider, egress_rules=upstream_egress_rules(tenant),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
         self.register_outputs({"subnet_ids": [s.id for s in self.subnets.values()]})
+
+
+class TenantNamespaces(pulumi.ComponentResource):
+    """Every tenant's namespace, under one parent whatever the pattern: a change
+    of pattern updates a namespace in place instead of creating a second one of
+    the same name and then deleting it (with the tenant's workloads)."""
+
+    def __init__(self, name: str, plan: Plan, provider: k8s.Provider,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("egress:tenancy:TenantNamespaces", name, None, opts)
+        self.namespaces: dict[str, TenantNamespace] = {}
+        for tenant in plan.settings.tenants:
+            spec = plan.spec.tenant_namespace(plan.settings, tenant)
+            self.namespaces[tenant.name] = TenantNamespace(
+                tenant.name, tenant, provider, egress_rules=spec.egress_rules, labels=spec.labels,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.register_outputs({"namespaces": [t.k8s_namespace for t in plan.settings.tenants]})
+
+    def __getitem__(self, tenant: str) -> TenantNamespace:
+        return self.namespaces[tenant]

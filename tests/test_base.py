@@ -4,6 +4,7 @@ and identical across patterns so a pattern change never replaces it."""
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 
 import pytest
 
@@ -205,3 +206,43 @@ def test_the_deploying_role_is_not_given_a_second_access_entry():
     inputs = offline.run("no-admins", config).get(EKS, "egress").inputs
     assert inputs.get("accessEntries", {}) == {}
     assert inputs["authenticationMode"] == "API"
+
+
+def _physical_names(graph) -> dict[tuple, str]:
+    """What AWS or Kubernetes identifies a resource by, where the program fixes it."""
+    names = {}
+    for r in graph.resources:
+        key = None
+        if r.type.startswith("kubernetes:") and not r.type.startswith("pulumi:"):
+            meta = r.inputs.get("metadata") or {}
+            name = meta.get("name") or r.inputs.get("name")
+            if name:
+                key = (r.type, meta.get("namespace") or r.inputs.get("namespace"), name)
+        elif r.type in (SUBNET, "aws:ec2/vpcIpv4CidrBlockAssociation:VpcIpv4CidrBlockAssociation"):
+            key = (r.type, r.inputs["cidrBlock"])
+        elif r.type == "aws:eks/addon:Addon":
+            key = (r.type, r.inputs["addonName"])
+        elif r.type == "aws:ec2/natGateway:NatGateway" and r.inputs.get("privateIp"):
+            key = (r.type, r.inputs["privateIp"])
+        if key:
+            names[key] = r.urn
+    return names
+
+
+@pytest.mark.parametrize("before", sorted(PATTERNS))
+def test_a_pattern_change_updates_what_it_keeps_in_place(before):
+    """Whatever two patterns both deploy under one name (a tenant namespace, a
+    gateway subnet) must keep its URN: a new URN would create a second object
+    of that name, then delete the first, with everything in it."""
+    old = _physical_names(_switched(before))
+    for after in sorted(set(PATTERNS) - {before}):
+        new = _physical_names(_switched(after))
+        moved = {key: (old[key], urn) for key, urn in new.items() if key in old and old[key] != urn}
+        assert not moved, f"{before} -> {after}: {moved}"
+
+
+@lru_cache(maxsize=None)
+def _switched(pattern: str):
+    config = stack_config(STACK)
+    config["egress:pattern"] = pattern
+    return offline.run(STACK, config)

@@ -291,13 +291,13 @@ def test_policies_validate_against_the_crd_schema(graph):
 
 def test_tenant_namespaces_default_deny_except_dns_and_upstreams(graph):
     for tenant in graph.plan.settings.tenants:
-        namespace = graph.get("kubernetes:core/v1:Namespace", f"egress-{tenant.name}").inputs["metadata"]
+        namespace = graph.get("kubernetes:core/v1:Namespace", tenant.name).inputs["metadata"]
         assert namespace["name"] == tenant.k8s_namespace
         assert namespace["labels"]["egress/tenant"] == tenant.name
         policies = {
-            r.name.removeprefix(f"egress-{tenant.name}-"): r.inputs["spec"]
+            r.name.removeprefix(f"{tenant.name}-"): r.inputs["spec"]
             for r in graph.by_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
-            if r.name.startswith(f"egress-{tenant.name}-")
+            if r.name.startswith(f"{tenant.name}-")
         }
         assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
         assert policies["allow-dns"]["egress"][0]["ports"] == [{"protocol": "UDP", "port": 53},
