@@ -213,7 +213,9 @@ class Settings(_Model):
     vpc_cidr: PrivateCidr
     on_prem_cidrs: list[PrivateCidr] = Field(min_length=1)
     transit_gateway_id: Annotated[str, Field(pattern=r"^(tgw-[0-9a-f]{8,17})?$")] = ""
-    internet_egress: Literal["nat", "transit-gateway", "none"]
+    # Nodes pull Cilium, Istio and Kyverno images from public registries, so
+    # some path to the internet is required: per-AZ public NAT, or the transit gateway.
+    internet_egress: Literal["nat", "transit-gateway"]
     kubernetes_version: Annotated[str, Field(pattern=r"^1\.\d{2}$")]
     cluster_admin_role_arns: list[IamRoleArn] = []
     endpoint_public_access_cidrs: list[Cidr] = []

@@ -55,7 +55,7 @@ def test_shipped_stack_is_valid():
         ("clusterAdminRoleArns", ["admin"], "egress:clusterAdminRoleArns[0]", ("arn:aws:iam::<account>:role/<name>",)),
         ("clusterAdminRoleArns", "arn:aws:iam::111122223333:role/a", "egress:clusterAdminRoleArns", ("valid list",)),
         ("endpointPublicAccessCidrs", ["0.0.0.0/0"], "egress:endpointPublicAccessCidrs[0]", ("never 0.0.0.0/0",)),
-        ("internetEgress", "proxy", "egress:internetEgress", ("'nat'", "'transit-gateway'", "'none'")),
+        ("internetEgress", "none", "egress:internetEgress", ("'nat'", "'transit-gateway'")),
         ("tenantSubnetPrefix", 30, "egress:tenantSubnetPrefix", ("less than or equal to 26",)),
         ("tenants", [], "egress:tenants", ("list at least one tenant",)),
         ("tenants", "payments", "egress:tenants", ("list of tenants",)),
