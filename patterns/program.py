@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import pulumi
 
 from .cluster import Cluster, SystemNodes
 from .guardrails import Guardrails

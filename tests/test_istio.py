@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
-import jsonschema
 import pytest
-import yaml
 
 from patterns import istio, offline
 from patterns.settings import ConfigError
+from schemas import SCHEMAS, crd_errors, helm_values_validator
 
-# Upstream schemas (data, not part of the project) in ../shared/schemas of the
-# checkout, or of its parent folder for a checkout under a worktree folder.
-_ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = next((p for p in (_ROOT.parent / "shared" / "schemas", _ROOT.parents[1] / "shared" / "schemas")
-                if p.is_dir()), _ROOT.parent / "shared" / "schemas")
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
@@ -164,15 +157,10 @@ def test_gateway_values(graph):
 
 
 def test_gateway_values_validate_against_the_chart_schema(graph):
-    path = SCHEMAS / "helm" / "gateway-1.30.3.values.schema.json"
-    if not path.exists():
-        pytest.skip("chart values schema not available")
-    schema = json.loads(path.read_text())
+    validator = helm_values_validator("gateway", istio.ISTIO_VERSION)
     values = _releases(graph)["gateway"].inputs["values"]
-    jsonschema.Draft7Validator(schema).validate(values)
-    bad = {**values, "nodeSelectors": {}}
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.Draft7Validator(schema).validate(bad)
+    validator.validate(values)
+    assert list(validator.iter_errors({**values, "nodeSelectors": {}}))  # the chart's schema is strict
 
 
 # --- the five objects per upstream -------------------------------------------
@@ -240,46 +228,16 @@ def test_gateway_denies_by_default_and_tenants_get_a_client_account(graph):
                for a in accounts.values())
 
 
-def _strict(schema):
-    """The CRD schema with unknown fields rejected (the API server's strict field validation)."""
-    if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema \
-                and not schema.get("x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
-
-
-def _crd_validators():
-    folder = SCHEMAS / "crds"
-    validators = {}
-    for path in sorted(folder.glob("*istio.io_*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        for version in crd["spec"]["versions"]:
-            key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
-            spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
-            validators[key] = jsonschema.Draft7Validator(_strict(spec_schema))
-    return validators
-
-
 def test_istio_objects_validate_against_the_crds(graph):
-    if not (SCHEMAS / "crds").is_dir():
-        pytest.skip("CRD schemas not available")
-    validators = _crd_validators()
     checked = 0
     for kind, type_ in TYPES.items():
         for resource in graph.by_type(type_):
-            obj = resource.inputs
-            errors = list(validators[(obj["apiVersion"], obj["kind"])].iter_errors(obj["spec"]))
-            assert not errors, f"{resource.name}: {[e.message for e in errors]}"
+            assert crd_errors(resource.inputs) == [], resource.name
             checked += 1
     assert checked == 4 * 5 + 2
-    broken = copy.deepcopy(_obj(graph, "Gateway", "payments.core-banking-gateway")["spec"])
-    broken["servers"][0]["tls"]["mode"] = "ISTIO_MUTAL"
-    assert list(validators[("networking.istio.io/v1", "Gateway")].iter_errors(broken))
+    broken = copy.deepcopy(graph.get(TYPES["Gateway"], "payments.core-banking-gateway").inputs)
+    broken["spec"]["servers"][0]["tls"]["mode"] = "ISTIO_MUTAL"
+    assert crd_errors(broken)
 
 
 # --- the bypass guard --------------------------------------------------------
@@ -362,12 +320,10 @@ def test_ip_only_upstream_gets_static_endpoints_and_a_subnet_match():
     assert vs["tcp"][0]["match"] == [{"gateways": ["mesh"], "port": 4000, "destinationSubnets": ["10.101.0.8/30"]}]
     single = _route({"name": "host", "cidr": "10.101.0.7/32", "ports": [22], "protocol": "TCP"})
     assert single.endpoints == ("10.101.0.7",)
-    if (SCHEMAS / "crds").is_dir():
-        validators = _crd_validators()
+    if SCHEMAS:
         for render in (istio.service_entry, istio.virtual_service, istio.gateway, istio.destination_rule,
                        istio.authorization_policy):
-            obj = render(route)
-            assert not list(validators[(obj["apiVersion"], obj["kind"])].iter_errors(obj["spec"]))
+            assert crd_errors(render(route)) == []
 
 
 def test_plan_warns_for_ip_ranges_and_ignored_node_sizes():

@@ -3,7 +3,6 @@ subnets in a secondary range, routes to the same-AZ NAT of the tenant's profile.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import json
 
