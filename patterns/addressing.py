@@ -97,7 +97,8 @@ def _block_prefix(prefixlen: int) -> int:
 
 
 def plan_addresses(
-    settings: Settings, tenant_range: ipaddress.IPv4Network | None
+    settings: Settings, tenant_range: ipaddress.IPv4Network | None,
+    tenant_range_key: str = f"{NAMESPACE}:vpcCidr",
 ) -> AddressPlan:
     """Allocate every range. `tenant_range` is None when the pattern gives tenants
     no subnets of their own, the VPC range to place them after the shared blocks,
@@ -140,9 +141,10 @@ def plan_addresses(
                 problems.append(
                     Problem(
                         f"{NAMESPACE}:tenants[{position}]",
-                        f"tenant {tenant.name!r} (slot {slot}) does not fit: {tenant_range} holds "
-                        f"{room} tenant slot(s) of {MAX_AZS} x /{settings.tenant_subnet_prefix}; "
-                        "use a larger range or a longer egress:tenantSubnetPrefix",
+                        f"tenant {tenant.name!r} (slot {slot}) does not fit: {tenant_range} "
+                        f"({tenant_range_key}) holds {room} tenant slot(s) of {MAX_AZS} x "
+                        f"/{settings.tenant_subnet_prefix}; use a larger {tenant_range_key} or a longer "
+                        "egress:tenantSubnetPrefix",
                     )
                 )
                 continue

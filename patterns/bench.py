@@ -22,10 +22,13 @@ def synthetic_config(pattern: str, tenants: int) -> dict:
     config = copy.deepcopy(offline.read_stack_file(offline.stack_path(pattern)))
     template = config["egress:tenants"][0]
     config["egress:vpcCidr"] = "10.0.0.0/12"  # room for 100+ tenant slots
+    config["egress:egressSubnetPrefix"] = 21  # room for 100+ NAT profiles or egress IPs
+    config["egress:tenantSubnetPrefix"] = 25  # 128 tenant slots in a /16 secondary range
     config["egress:onPremCidrs"] = ["10.100.0.0/14"]
     config["egress:tenants"] = [
         {
-            **{k: v for k, v in template.items() if k not in ("name", "namespace", "slot", "upstreams")},
+            **{k: v for k, v in template.items()
+               if k not in ("name", "namespace", "slot", "upstreams", "iamRoleArn", "egressProfile")},
             "name": f"app{i:03d}",
             "upstreams": [
                 {**u, "cidr": "10.100.0.0/24"} for u in template["upstreams"]

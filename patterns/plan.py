@@ -76,6 +76,8 @@ class PatternSpec:
     tenant_range: Callable[[Settings], ipaddress.IPv4Network | None]
     # The source addresses the firewall sees for one tenant.
     sources: Callable[[Settings, AddressPlan, Tenant], list[str]]
+    # The config key of the tenant range, for messages.
+    tenant_range_key: str = f"{NAMESPACE}:vpcCidr"
     # The tenant namespace's egress allowance and labels; default: its upstreams.
     tenant_namespace: Callable[[Settings, Tenant], NamespaceSpec] = (
         lambda settings, tenant: NamespaceSpec(upstream_egress_rules(tenant))
@@ -121,7 +123,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
         problems = spec.checks(settings)
         if not problems:
             try:
-                plan_addresses(settings, spec.tenant_range(settings))
+                plan_addresses(settings, spec.tenant_range(settings), spec.tenant_range_key)
             except AddressPlanError as error:
                 problems = error.problems
         return problems
@@ -129,7 +131,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
     settings = load_settings(config, extra_checks=pattern_checks)
     spec = patterns[settings.pattern]
     try:
-        addresses = plan_addresses(settings, spec.tenant_range(settings))
+        addresses = plan_addresses(settings, spec.tenant_range(settings), spec.tenant_range_key)
     except AddressPlanError as error:  # pragma: no cover - checked above
         raise ConfigError(error.problems) from None
     allow_list = tuple(

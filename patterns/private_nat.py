@@ -319,6 +319,7 @@ SPEC = PatternSpec(
     component=PrivateNat,
     cni=lambda name, plan, cluster: VpcCni(name, cluster, external_snat=True),
     tenant_range=lambda settings: settings.private_nat.tenant_cidr,
+    tenant_range_key=f"{KEY}.tenantCidr",
     sources=_sources,
     checks=_checks,
     warnings=_warnings,

@@ -414,3 +414,11 @@ def test_warns_about_shared_profiles_with_different_upstreams_and_unused_profile
     assert len(warnings) == 2
     assert warnings[0].startswith("profile 'warehouse' is shared by tenants with different upstreams")
     assert warnings[1] == "egress:privateNat.profiles.spare is not used by any tenant (egressProfile); it creates nothing"
+
+
+def test_tenants_that_do_not_fit_the_tenant_range_name_its_key():
+    config = stack_config()
+    config["egress:privateNat"] = {**config.get("egress:privateNat", {}), "tenantCidr": "100.64.0.0/22"}
+    found = problems(config)
+    messages = [m for key, ms in found.items() if key.startswith("egress:tenants[") for m in ms]
+    assert any("does not fit" in m and "use a larger egress:privateNat.tenantCidr" in m for m in messages), found
