@@ -276,10 +276,16 @@ def test_the_stack_rules_see_the_planned_links(stack_graph):
     system.property_dependencies["subnetIds"] = system.property_dependencies["subnetIds"][:1]
     assert len(check_stack("egress-paths-multi-az", resources)) == 1
     if stack_graph.plan.settings.internet_egress == "nat":
-        routes = [r for r in resources if r.resource_type == pack.ROUTE and "natGatewayId" in r.props]
-        nats = [r for r in resources if r.resource_type == pack.NAT_GATEWAY]
-        routes[0].property_dependencies["natGatewayId"] = [n for n in nats
-                                                           if n not in routes[0].property_dependencies["natGatewayId"]][:1]
+        def nat_az(nat):
+            return nat.property_dependencies["subnetId"][0].props["availabilityZone"]
+
+        first_az = stack_graph.plan.settings.availability_zones[0]
+        (route,) = [r for r in resources if r.resource_type == pack.ROUTE and r.name == f"egress-private-{first_az}-internet"]
+        (own,) = route.property_dependencies["natGatewayId"]
+        # Point it at a NAT gateway in another AZ (not just any other one: several share an AZ).
+        route.property_dependencies["natGatewayId"] = [
+            n for n in resources if n.resource_type == pack.NAT_GATEWAY and nat_az(n) != nat_az(own)
+        ][:1]
         assert len(check_stack("nat-gateway-per-az", resources)) == 1
 
 
