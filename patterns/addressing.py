@@ -128,7 +128,6 @@ def plan_addresses(
 
     tenants: dict[str, TenantAddresses] = {}
     if tenant_range is not None and settings.tenants:
-        problems += _slot_problems(settings)
         tenant_cursor = cursor if tenant_range == vpc else _Cursor(tenant_range)
         block_prefix = _block_prefix(settings.tenant_subnet_prefix)
         first = tenant_cursor.block(block_prefix)
@@ -136,7 +135,7 @@ def plan_addresses(
         size = 2 ** (32 - block_prefix)
         room = 0 if first is None else (int(tenant_range.broadcast_address) + 1 - first_start) // size
         for position, tenant in enumerate(settings.tenants):
-            slot = position if tenant.slot is None else tenant.slot
+            slot = settings.slots[tenant.name]
             if slot >= room:
                 problems.append(
                     Problem(
@@ -162,20 +161,3 @@ def plan_addresses(
         tenant_range=tenant_range,
         tenants=tenants,
     )
-
-
-def _slot_problems(settings: Settings) -> list[Problem]:
-    taken: dict[int, int] = {}
-    problems = []
-    for position, tenant in enumerate(settings.tenants):
-        slot = position if tenant.slot is None else tenant.slot
-        if slot in taken:
-            problems.append(
-                Problem(
-                    f"{NAMESPACE}:tenants[{position}].slot",
-                    f"slot {slot} is already taken by tenants[{taken[slot]}]; "
-                    "give each tenant a distinct slot",
-                )
-            )
-        taken.setdefault(slot, position)
-    return problems

@@ -99,12 +99,8 @@ def eni_primary_ip(subnet: Subnet) -> ipaddress.IPv4Address:
     return usable_host(subnet.cidr, 0)
 
 
-def _slot(settings: Settings, tenant: Tenant) -> int:
-    return settings.tenants.index(tenant) if tenant.slot is None else tenant.slot
-
-
 def egress_ip(settings: Settings, subnet: Subnet, tenant: Tenant) -> ipaddress.IPv4Address:
-    return usable_host(subnet.cidr, 1 + _slot(settings, tenant))
+    return usable_host(subnet.cidr, 1 + settings.slots[tenant.name])
 
 
 def egress_ips(settings: Settings, addresses: AddressPlan, tenant: Tenant) -> dict[str, ipaddress.IPv4Address]:
@@ -123,7 +119,7 @@ def _checks(settings: Settings) -> list[Problem]:
     # subnet's broadcast address; its first usable address is the ENI's own.
     room = block.num_addresses - AWS_RESERVED_HEAD - 1
     for position, tenant in enumerate(settings.tenants):
-        slot = _slot(settings, tenant)
+        slot = settings.slots[tenant.name]
         if slot >= room:
             problems.append(
                 Problem(

@@ -108,12 +108,8 @@ class UpstreamRoute:
         return [p.gateway_port for p in self.ports]
 
 
-def tenant_slot(settings: Settings, tenant: Tenant) -> int:
-    return tenant.slot if tenant.slot is not None else settings.tenants.index(tenant)
-
-
 def upstream_route(settings: Settings, tenant: Tenant, upstream: Upstream, first_index: int) -> UpstreamRoute:
-    first = GATEWAY_PORT_BASE + tenant_slot(settings, tenant) * GATEWAY_PORT_BLOCK + first_index
+    first = GATEWAY_PORT_BASE + settings.slots[tenant.name] * GATEWAY_PORT_BLOCK + first_index
     ports = tuple(PortRoute(port, first + i) for i, port in enumerate(upstream.ports))
     if upstream.host:
         return UpstreamRoute(
@@ -143,18 +139,11 @@ def tenant_routes(settings: Settings, tenant: Tenant) -> list[UpstreamRoute]:
 
 def _checks(settings: Settings) -> list[Problem]:
     problems: list[Problem] = []
-    slots: dict[int, int] = {}
     for t, tenant in enumerate(settings.tenants):
         key = f"{NAMESPACE}:tenants[{t}]"
         if tenant.k8s_namespace in (ISTIO_NAMESPACE, GATEWAY_NAMESPACE):
             problems.append(Problem(f"{key}.namespace", f"{tenant.k8s_namespace!r} is Istio's own namespace; pick another"))
-        slot = tenant_slot(settings, tenant)
-        if slot in slots:
-            problems.append(
-                Problem(f"{key}.slot", f"slot {slot} is already taken by tenants[{slots[slot]}]; "
-                        "give each tenant a distinct slot (it fixes the tenant's egress gateway ports)")
-            )
-        slots.setdefault(slot, t)
+        slot = settings.slots[tenant.name]
         if GATEWAY_PORT_BASE + (slot + 1) * GATEWAY_PORT_BLOCK - 1 > 65535:
             top = (65536 - GATEWAY_PORT_BASE) // GATEWAY_PORT_BLOCK - 1
             problems.append(Problem(f"{key}.slot", f"slot {slot} is too large for the gateway port range; use 0-{top}"))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .addressing import AddressPlan, AddressPlanError, plan_addresses
-from .settings import NAMESPACE, ConfigError, Problem, Settings, Tenant, load_settings
+from .settings import NAMESPACE, ConfigError, Problem, Settings, Tenant, load_settings, slot_problems
 
 # The default EKS quota of managed node groups per cluster (adjustable).
 MANAGED_NODE_GROUP_QUOTA = 30
@@ -120,7 +120,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
                     f"use one of: {', '.join(sorted(patterns))}",
                 )
             ]
-        problems = spec.checks(settings)
+        problems = slot_problems(settings) + spec.checks(settings)
         if not problems:
             try:
                 plan_addresses(settings, spec.tenant_range(settings), spec.tenant_range_key)

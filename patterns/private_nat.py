@@ -30,7 +30,7 @@ from .addressing import AddressPlan, Subnet, usable_host, usable_hosts
 from .cluster import Cluster, Cni, VpcCni
 from .network import Network
 from .plan import PatternSpec, Plan
-from .settings import NAMESPACE, NAT_GATEWAY_MAX_IPS, Problem, Settings, Tenant
+from .settings import NAMESPACE, NAT_GATEWAY_MAX_IPS, RFC1918, Problem, Settings, Tenant
 from .tenancy import DedicatedTenant, TenantNamespaces
 
 # Simultaneous connections per NAT IP to one destination (IP, port, protocol), and the
@@ -39,7 +39,6 @@ from .tenancy import DedicatedTenant, TenantNamespaces
 # https://docs.aws.amazon.com/vpc/latest/userguide/amazon-vpc-limits.html#vpc-limits-gateways
 CONNECTIONS_PER_NAT_IP = 55_000
 NAT_GATEWAYS_PER_AZ_QUOTA = 5
-RFC1918 = tuple(ipaddress.IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 KEY = f"{NAMESPACE}:privateNat"
 
 
@@ -61,9 +60,7 @@ def profiles(settings: Settings) -> dict[str, Profile]:
     pinned under egress:privateNat.profiles, or else is the slot of the tenant of
     the same name, so single-tenant stacks need no profile config at all."""
     declared = settings.private_nat.profiles
-    tenant_slots = {
-        t.name: (position if t.slot is None else t.slot, position) for position, t in enumerate(settings.tenants)
-    }
+    positions = {t.name: position for position, t in enumerate(settings.tenants)}
     members: dict[str, list[Tenant]] = {}
     for tenant in settings.tenants:
         members.setdefault(tenant.nat_profile, []).append(tenant)
@@ -72,8 +69,8 @@ def profiles(settings: Settings) -> dict[str, Profile]:
         options = declared.get(name)
         if options is not None and options.slot is not None:
             slot, slot_key = options.slot, f"{KEY}.profiles.{name}.slot"
-        elif name in tenant_slots:
-            slot, position = tenant_slots[name]
+        elif name in positions:
+            slot, position = settings.slots[name], positions[name]
             slot_key = f"{NAMESPACE}:tenants[{position}].slot"
         else:
             slot, slot_key = None, f"{KEY}.profiles.{name}.slot"

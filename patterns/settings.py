@@ -18,7 +18,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from functools import cache
+from functools import cache, cached_property
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -38,11 +38,9 @@ PatternName = Literal["subnet-cidr", "private-nat", "cilium", "istio"]
 PATTERN_NAMES = get_args(PatternName)
 MAX_AZS = 4  # the address plan reserves this many AZ slots per block
 
+RFC1918 = tuple(ipaddress.IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 # RFC 1918 plus the RFC 6598 shared space that AWS accepts as VPC CIDRs.
-PRIVATE_RANGES = tuple(
-    ipaddress.IPv4Network(c)
-    for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
-)
+PRIVATE_RANGES = (*RFC1918, ipaddress.IPv4Network("100.64.0.0/10"))
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _AZ_SUFFIX = re.compile(r"^[a-z]$")
@@ -227,6 +225,30 @@ class Settings(_Model):
     system_nodes: NodeGroupSize = NodeGroupSize()
     tenants: list[Tenant] = []
     private_nat: PrivateNatOptions = PrivateNatOptions()
+
+    @cached_property
+    def slots(self) -> dict[str, int]:
+        """Each tenant's fixed position, which every pattern derives its addresses
+        or ports from: `slot` if pinned, else its position in the list."""
+        return {t.name: i if t.slot is None else t.slot for i, t in enumerate(self.tenants)}
+
+
+def slot_problems(settings: Settings) -> list[Problem]:
+    """Two tenants on one slot would share addresses, egress IPs or gateway ports."""
+    taken: dict[int, int] = {}
+    problems = []
+    for index, tenant in enumerate(settings.tenants):
+        slot = settings.slots[tenant.name]
+        if slot in taken:
+            problems.append(
+                Problem(
+                    f"{NAMESPACE}:tenants[{index}].slot",
+                    f"slot {slot} is already taken by tenants[{taken[slot]}]; give each tenant a distinct "
+                    "slot (it fixes the tenant's addresses, egress IPs or gateway ports)",
+                )
+            )
+        taken.setdefault(slot, index)
+    return problems
 
 
 # --- reading the config ------------------------------------------------------
@@ -465,12 +487,12 @@ def _tenant_checks(base: _Partial, tenants: list[tuple[int, Tenant]], raw: list[
         problems.append(Problem(f"{NAMESPACE}:tenants", "is empty; list at least one tenant"))
     # Uniqueness on the raw entries, so an otherwise invalid tenant still counts;
     # iamRoleArn too: EKS takes one access entry per principal.
-    seen: dict[str, dict[Any, int]] = {"name": {}, "namespace": {}, "slot": {}, "iamRoleArn": {}}
+    seen: dict[str, dict[Any, int]] = {"name": {}, "namespace": {}, "iamRoleArn": {}}
     for index, entry in enumerate(raw):
         if not isinstance(entry, dict):
             continue
         values = {"name": entry.get("name"), "namespace": entry.get("namespace") or entry.get("name"),
-                  "slot": entry.get("slot"), "iamRoleArn": entry.get("iamRoleArn")}
+                  "iamRoleArn": entry.get("iamRoleArn")}
         for field, value in values.items():
             if value is None or not isinstance(value, (str, int)):
                 continue

@@ -353,3 +353,10 @@ def test_unknown_instance_type_is_a_warning(stack_config):
     config = {**stack_config, "egress:gatewayInstanceType": "c8gn.large"}
     plan = plan_from_config("cilium", offline.engine_config(config))
     assert any("c8gn.large is not in the known list" in w for w in plan.warnings)
+
+
+def test_two_tenants_on_one_slot_would_share_an_egress_ip_and_are_refused(stack_config):
+    config = copy.deepcopy(stack_config)
+    config["egress:tenants"][0]["slot"] = 1  # tenants[1] takes slot 1 by its position
+    found = _problems(config)
+    assert "slot 1 is already taken by tenants[0]" in found["egress:tenants[1].slot"]
