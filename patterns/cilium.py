@@ -441,7 +441,7 @@ class CiliumEgress(pulumi.ComponentResource):
             self.node_groups[az] = cluster.node_group(
                 f"{name}-gateway-{az}",
                 subnet_ids=[resource.id],
-                size=GatewaySize(settings.gateway_instance_type),  # type: ignore[arg-type]
+                size=GatewaySize(settings.gateway_instance_type),
                 labels=GATEWAY_LABEL,
                 taints=[GATEWAY_TAINT],
                 cni=cni,

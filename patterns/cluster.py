@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Protocol
 
 import pulumi
 import pulumi_aws as aws
@@ -17,7 +18,6 @@ import pulumi_kubernetes as k8s
 
 from .network import Network
 from .plan import Plan
-from .settings import NodeGroupSize
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
@@ -26,6 +26,15 @@ NODE_POLICIES = {
     "ecr": "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
 }
 SYSTEM_LABEL = {"egress/role": "system"}
+
+
+class NodeGroupScaling(Protocol):
+    """What a node group is sized by: a tenant's or the system's NodeGroupSize, or
+    a pattern's fixed size (cilium: one gateway node per AZ)."""
+
+    instance_type: str
+    min: int
+    max: int
 
 
 @dataclass(frozen=True)
@@ -173,7 +182,7 @@ class Cluster(pulumi.ComponentResource):
         name: str,
         *,
         subnet_ids: list[pulumi.Input[str]],
-        size: NodeGroupSize,
+        size: NodeGroupScaling,
         labels: dict[str, str],
         taints: list[Taint],
         cni: Cni,
