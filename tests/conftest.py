@@ -59,7 +59,3 @@ def planned(stack: str) -> offline.Graph:
 def graph(request) -> offline.Graph:
     """The graph of the stack named by the test module's STACK."""
     return planned(request.module.STACK)
-
-
-def children(graph: offline.Graph, parent_urn: str, type_: str | None = None):
-    return [r for r in graph.resources if r.parent == parent_urn and (type_ is None or r.type == type_)]
