@@ -1,0 +1,37 @@
+"""Stack configuration -> validated, typed settings.
+
+The stack file is the public contract. Every problem in it is reported at once,
+each naming its config key and the fix, before any resource is registered.
+
+- models.py: the typed shape of every key, each field with its own messages;
+- errors.py: Problem, ConfigError, and pydantic's errors worded as Problems;
+- checks.py: checks that relate several values;
+- load.py: a Pulumi config map -> Settings, running the three in turn.
+
+Scalar defaults live in Pulumi.yaml (the CLI applies them; so does the offline
+engine); defaults of object-valued keys live in models.py.
+"""
+
+from .checks import slot_problems
+from .errors import NAMESPACE, ConfigError, Problem
+from .load import _field_adapter, load_settings
+from .models import (
+    MAX_AZS,
+    NAT_GATEWAY_MAX_IPS,
+    PATTERN_NAMES,
+    PRIVATE_RANGES,
+    RFC1918,
+    NatProfile,
+    NodeGroupSize,
+    PatternName,
+    PrivateNatOptions,
+    Settings,
+    Tenant,
+    Upstream,
+)
+
+__all__ = [
+    "MAX_AZS", "NAMESPACE", "NAT_GATEWAY_MAX_IPS", "PATTERN_NAMES", "PRIVATE_RANGES", "RFC1918",
+    "ConfigError", "NatProfile", "NodeGroupSize", "PatternName", "PrivateNatOptions", "Problem",
+    "Settings", "Tenant", "Upstream", "_field_adapter", "load_settings", "slot_problems",
+]

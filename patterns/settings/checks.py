@@ -1,0 +1,149 @@
+"""Checks that relate several values: overlaps, membership, uniqueness.
+
+They run on whatever parsed (invalid values are None in a Partial), so one bad
+value does not hide the problems of the others.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .errors import NAMESPACE, Problem
+from .models import MAX_AZS, PRIVATE_RANGES, Settings, Tenant
+
+_AZ_SUFFIX = re.compile(r"^[a-z]$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+
+
+class Partial(dict):
+    """The top-level values that validated, by field name; invalid ones are None,
+    so cross-value checks can still run on the rest."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self.get(name)
+
+
+def base_checks(s: Partial) -> list[Problem]:
+    problems: list[Problem] = []
+    azs = s.availability_zones
+    key = f"{NAMESPACE}:availabilityZones"
+    if azs is not None:
+        if len(set(azs)) < 2:
+            problems.append(Problem(key, f"needs at least two distinct AZs for high availability (got {azs})"))
+        if len(azs) > MAX_AZS:
+            problems.append(Problem(key, f"lists {len(azs)} AZs; at most {MAX_AZS} are supported"))
+        for dup in sorted({a for a in azs if azs.count(a) > 1}):
+            problems.append(Problem(key, f"{dup!r} is listed twice; list each AZ once"))
+    if s.region is not None and not _REGION.match(s.region):
+        problems.append(Problem("aws:region", f"{s.region!r} is not an AWS region name, e.g. eu-west-1"))
+    elif s.region is not None and azs is not None:
+        for az in azs:
+            if not (az.startswith(s.region) and _AZ_SUFFIX.match(az[len(s.region):])):
+                problems.append(
+                    Problem(key, f"{az!r} is not an AZ of region {s.region}; use e.g. {s.region}a")
+                )
+    for index, onprem in enumerate(s.on_prem_cidrs or []):
+        if s.vpc_cidr is not None and onprem.overlaps(s.vpc_cidr):
+            problems.append(
+                Problem(
+                    f"{NAMESPACE}:onPremCidrs[{index}]",
+                    f"{onprem} overlaps egress:vpcCidr {s.vpc_cidr}; on-prem ranges must be "
+                    "routable from the VPC, so pick a VPC range the network team has not used",
+                )
+            )
+    for index, net in enumerate(s.endpoint_public_access_cidrs or []):
+        if net.prefixlen == 0 or any(net.overlaps(r) for r in PRIVATE_RANGES):
+            problems.append(
+                Problem(
+                    f"{NAMESPACE}:endpointPublicAccessCidrs[{index}]",
+                    f"{net} is not allowed; list the public ranges that may reach the API "
+                    "(never 0.0.0.0/0), or leave the list empty for a private endpoint",
+                )
+            )
+    if s.transit_gateway_id == "" and s.internet_egress == "transit-gateway":
+        problems.append(
+            Problem(
+                f"{NAMESPACE}:internetEgress",
+                "'transit-gateway' needs egress:transitGatewayId; set it, or use 'nat'",
+            )
+        )
+    if s.system_nodes is not None and s.system_nodes.min > s.system_nodes.max:
+        problems.append(Problem(f"{NAMESPACE}:systemNodes.min", "is larger than systemNodes.max"))
+    return problems
+
+
+def tenant_checks(base: Partial, tenants: list[tuple[int, Tenant]], raw: list[Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    if not raw:
+        problems.append(Problem(f"{NAMESPACE}:tenants", "is empty; list at least one tenant"))
+    # Uniqueness on the raw entries, so an otherwise invalid tenant still counts;
+    # iamRoleArn too: EKS takes one access entry per principal.
+    seen: dict[str, dict[Any, int]] = {"name": {}, "namespace": {}, "iamRoleArn": {}}
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            continue
+        values = {"name": entry.get("name"), "namespace": entry.get("namespace") or entry.get("name"),
+                  "iamRoleArn": entry.get("iamRoleArn")}
+        for field, value in values.items():
+            if value is None or not isinstance(value, (str, int)):
+                continue
+            if value in seen[field]:
+                problems.append(
+                    Problem(
+                        f"{NAMESPACE}:tenants[{index}].{field}",
+                        f"{value!r} is already used by tenants[{seen[field][value]}]; "
+                        f"each tenant needs its own {field}",
+                    )
+                )
+            else:
+                seen[field][value] = index
+    for index, tenant in tenants:
+        key = f"{NAMESPACE}:tenants[{index}]"
+        if tenant.k8s_namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            problems.append(Problem(f"{key}.namespace", f"{tenant.k8s_namespace!r} is reserved; pick another"))
+        if tenant.nodes.min > tenant.nodes.max:
+            problems.append(Problem(f"{key}.nodes.min", "is larger than nodes.max"))
+        for u, upstream in enumerate(tenant.upstreams):
+            if base.on_prem_cidrs and not any(upstream.cidr.subnet_of(o) for o in base.on_prem_cidrs):
+                problems.append(
+                    Problem(
+                        f"{key}.upstreams[{u}].cidr",
+                        f"{upstream.cidr} is outside egress:onPremCidrs "
+                        f"({', '.join(map(str, base.on_prem_cidrs))}); add its range there or fix the CIDR",
+                    )
+                )
+            if base.vpc_cidr and upstream.cidr.overlaps(base.vpc_cidr):
+                problems.append(
+                    Problem(f"{key}.upstreams[{u}].cidr", f"{upstream.cidr} overlaps egress:vpcCidr")
+                )
+        if tenant.iam_role_arn and tenant.iam_role_arn in (base.cluster_admin_role_arns or []):
+            problems.append(
+                Problem(
+                    f"{key}.iamRoleArn",
+                    f"{tenant.iam_role_arn} is also in egress:clusterAdminRoleArns; EKS allows one access "
+                    "entry per principal and a tenant role must not be a cluster admin: use a separate role",
+                )
+            )
+        names = [u.name for u in tenant.upstreams]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(Problem(f"{key}.upstreams", f"upstream name {dup!r} is used twice"))
+    return problems
+
+
+def slot_problems(settings: Settings) -> list[Problem]:
+    """Two tenants on one slot would share addresses, egress IPs or gateway ports."""
+    taken: dict[int, int] = {}
+    problems = []
+    for index, tenant in enumerate(settings.tenants):
+        slot = settings.slots[tenant.name]
+        if slot in taken:
+            problems.append(
+                Problem(
+                    f"{NAMESPACE}:tenants[{index}].slot",
+                    f"slot {slot} is already taken by tenants[{taken[slot]}]; give each tenant a distinct "
+                    "slot (it fixes the tenant's addresses, egress IPs or gateway ports)",
+                )
+            )
+        taken.setdefault(slot, index)
+    return problems

@@ -1,0 +1,119 @@
+"""A Pulumi config map -> Settings, or a ConfigError listing every problem.
+
+Each top-level value is validated on its own (models.py), its errors translated
+(errors.py), then the checks across values run on whatever parsed (checks.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import Annotated, Any, get_origin
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from .checks import Partial, base_checks, tenant_checks
+from .errors import NAMESPACE, REQUIRED, ConfigError, Problem, config_key, describe, unknown_key_fix
+from .models import Settings, Tenant
+
+
+# Pulumi passes every value as a string; lists and objects arrive as JSON.
+def _is_structured(annotation: Any) -> bool:
+    return get_origin(annotation) is list or (isinstance(annotation, type) and issubclass(annotation, BaseModel))
+
+
+_STRUCTURED = {f.alias or n for n, f in Settings.model_fields.items() if _is_structured(f.annotation)}
+_TOP_LEVEL_KEYS = {f.alias or n for n, f in Settings.model_fields.items()} - {"region"}
+
+
+def load_settings(
+    config: Mapping[str, Any],
+    extra_checks: Callable[[Settings], list[Problem]] | None = None,
+) -> Settings:
+    """Validate a full Pulumi config map ({"egress:pattern": ..., "aws:region": ...}).
+
+    Values may be native (from a stack file) or strings/JSON (from the engine).
+    `extra_checks` adds the selected pattern's own checks.
+    """
+    problems: list[Problem] = []
+    data: dict[str, Any] = {}
+    for full_key, value in config.items():
+        namespace, _, key = full_key.partition(":")
+        if full_key == "aws:region":
+            data["region"] = value
+        elif namespace == NAMESPACE:
+            if key not in _TOP_LEVEL_KEYS:
+                problems.append(Problem(full_key, unknown_key_fix(key, _TOP_LEVEL_KEYS)))
+                continue
+            parsed, problem = _decode(full_key, key, value)
+            if problem:
+                problems.append(problem)
+            else:
+                data[key] = parsed
+
+    raw_tenants = data.pop("tenants", [])
+    fields, field_problems = _validate_fields(data)
+    reported = {p.key for p in problems}
+    problems += [p for p in field_problems if p.key not in reported]
+    tenants: list[tuple[int, Tenant]] = []
+    if not isinstance(raw_tenants, list):
+        problems.append(Problem(f"{NAMESPACE}:tenants", "must be a list of tenants"))
+        raw_tenants = []
+    for index, raw in enumerate(raw_tenants):
+        tenant, tenant_problems = _validate(Tenant, raw, f"tenants[{index}]")
+        problems += tenant_problems
+        if tenant:
+            tenants.append((index, tenant))
+
+    problems += base_checks(fields) + tenant_checks(fields, tenants, raw_tenants)
+    if problems:
+        raise ConfigError(problems)
+    settings = Settings.model_validate({**data, "tenants": raw_tenants})
+    if extra_checks and (more := extra_checks(settings)):
+        raise ConfigError(more)
+    return settings
+
+
+@cache
+def _field_adapter(name: str) -> TypeAdapter:
+    field = Settings.model_fields[name]
+    if not field.metadata:
+        return TypeAdapter(field.annotation)
+    return TypeAdapter(Annotated[(field.annotation, *field.metadata)])
+
+
+def _validate_fields(data: dict[str, Any]) -> tuple[Partial, list[Problem]]:
+    values, problems = Partial(), []
+    for name, field in Settings.model_fields.items():
+        alias = field.alias or name
+        if name == "tenants":
+            continue
+        if alias not in data:
+            if field.is_required():
+                problems.append(Problem(config_key("", (alias,)), REQUIRED))
+            else:
+                values[name] = field.get_default(call_default_factory=True)
+            continue
+        try:
+            values[name] = _field_adapter(name).validate_python(data[alias])
+        except ValidationError as error:
+            problems += [describe(Settings, {**e, "loc": (alias, *e["loc"])}, "") for e in error.errors()]
+    return values, problems
+
+
+def _decode(full_key: str, key: str, value: Any) -> tuple[Any, Problem | None]:
+    if key in _STRUCTURED and isinstance(value, str):
+        try:
+            return json.loads(value), None
+        except json.JSONDecodeError as error:
+            if value.lstrip()[:1] in ("[", "{"):
+                return None, Problem(full_key, f"is not valid JSON/YAML ({error.msg}); check the stack file")
+    return value, None  # a plain string where a list belongs: the model names the type
+
+
+def _validate(model: type[BaseModel], raw: Any, prefix: str) -> tuple[Any, list[Problem]]:
+    try:
+        return model.model_validate(raw), []
+    except ValidationError as error:
+        return None, [describe(model, e, prefix) for e in error.errors()]

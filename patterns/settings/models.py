@@ -1,0 +1,227 @@
+"""The stack file's shape: typed models of every key and its single-value rules.
+
+A rule's message (what is wrong, how to fix it) sits next to the field it
+belongs to, as a validator raising ValueError; errors.py passes it through.
+Defaults of object-valued keys, which Pulumi.yaml cannot declare, live here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import cached_property
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+PatternName = Literal["subnet-cidr", "private-nat", "cilium", "istio"]
+PATTERN_NAMES = get_args(PatternName)
+MAX_AZS = 4  # the address plan reserves this many AZ slots per block
+
+RFC1918 = tuple(ipaddress.IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+# RFC 1918 plus the RFC 6598 shared space that AWS accepts as VPC CIDRs.
+PRIVATE_RANGES = (*RFC1918, ipaddress.IPv4Network("100.64.0.0/10"))
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+# --- single values -----------------------------------------------------------
+
+
+def _cidr(value: Any) -> ipaddress.IPv4Network:
+    if isinstance(value, ipaddress.IPv4Network):
+        return value
+    text = str(value).strip()
+    try:
+        return ipaddress.IPv4Network(text)
+    except ValueError:
+        pass
+    try:
+        net = ipaddress.IPv4Network(text, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IPv4 CIDR; write it as address/prefix, e.g. 10.30.0.0/16"
+        ) from None
+    raise ValueError(f"{value!r} has host bits set; use {net}")
+
+
+def _private(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    if not any(net.subnet_of(r) for r in PRIVATE_RANGES):
+        raise ValueError(
+            f"{net} is not a private range; use a range inside 10.0.0.0/8, "
+            "172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10"
+        )
+    return net
+
+
+def _dns_label(value: str) -> str:
+    if not _DNS_LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a DNS-1123 label; use lower-case letters, digits "
+            "and '-', starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _hostname(value: str) -> str:
+    if len(value) > 253 or not _HOSTNAME.match(value):
+        raise ValueError(f"{value!r} is not a host name; use a DNS name such as db.corp.example")
+    return value
+
+
+def _matching(pattern: str, fix: str) -> AfterValidator:
+    """A string that must match `pattern`; `fix` completes "'<value>' is not ..."."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} is not {fix}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"{value!r} is out of range; ports are 1-65535")
+    return value
+
+
+def _ports(value: list[int]) -> list[int]:
+    if not value:
+        raise ValueError("is empty; list at least one TCP port, e.g. [443]")
+    return value
+
+
+Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr)]
+PrivateCidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr), AfterValidator(_private)]
+DnsLabel = Annotated[str, Field(max_length=40), AfterValidator(_dns_label)]
+Port = Annotated[int, AfterValidator(_port)]
+IamRoleArn = Annotated[
+    str,
+    _matching(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$",
+              "an IAM role ARN; use arn:aws:iam::<account>:role/<name>"),
+]
+InstanceType = Annotated[
+    str, _matching(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$", "an EC2 instance type; use e.g. 'c6in.large'")
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class Upstream(_Model):
+    """An on-prem service a tenant may reach."""
+
+    name: DnsLabel
+    cidr: PrivateCidr
+    host: Annotated[str, AfterValidator(_hostname)] | None = None
+    ports: Annotated[list[Port], AfterValidator(_ports)]
+    protocol: Literal["TLS", "TCP"] = "TLS"
+
+
+class NodeGroupSize(_Model):
+    # Two nodes minimum: one per AZ keeps a tenant's egress path alive in an AZ outage.
+    instance_type: str = "m7i.large"
+    min: int = Field(default=2, ge=2)
+    max: int = Field(default=4, ge=2, le=100)
+
+
+class Tenant(_Model):
+    name: DnsLabel
+    namespace: DnsLabel | None = None
+    upstreams: list[Upstream] = Field(min_length=1)
+    nodes: NodeGroupSize = NodeGroupSize()
+    # Fixed position in the address plan; default: position in the list.
+    slot: int | None = Field(default=None, ge=0)
+    # private-nat: the egress profile (its NAT gateways) the tenant leaves through; default: its own.
+    egress_profile: DnsLabel | None = None
+    # private-nat: peak simultaneous connections to any one upstream (IP, port), for the capacity warning.
+    expected_connections_per_destination: int | None = Field(default=None, ge=1)
+    # The tenant team's IAM role: edit rights in the tenant namespace only.
+    iam_role_arn: IamRoleArn | None = None
+
+    @property
+    def k8s_namespace(self) -> str:
+        return self.namespace or self.name
+
+    @property
+    def nat_profile(self) -> str:
+        return self.egress_profile or self.name
+
+
+# --- pattern options: private-nat ---------------------------------------------
+# Read only under egress:pattern private-nat; patterns/private_nat.py checks how
+# they relate to the rest of the stack.
+
+# Private IPv4 addresses per NAT gateway: 1 primary + 7 secondary, not adjustable
+# (https://docs.aws.amazon.com/vpc/latest/userguide/nat-gateway-basics.html).
+NAT_GATEWAY_MAX_IPS = 8
+
+
+def _secondary_ips(value: int) -> int:
+    if not 0 <= value < NAT_GATEWAY_MAX_IPS:
+        raise ValueError(
+            f"{value} is out of range: a NAT gateway holds at most {NAT_GATEWAY_MAX_IPS} private IPs "
+            f"(1 primary + {NAT_GATEWAY_MAX_IPS - 1} secondary); use 0-{NAT_GATEWAY_MAX_IPS - 1}, "
+            "and move some tenants to another profile for more capacity"
+        )
+    return value
+
+
+class NatProfile(_Model):
+    """An egress profile: one private NAT gateway per AZ that a group of tenants leaves through."""
+
+    # Fixed position of the profile's NAT IPs in the egress subnets. Default: the
+    # slot of the tenant of the same name; required for a profile no tenant is named after.
+    slot: int | None = Field(default=None, ge=0)
+    # Extra private IPs per NAT gateway, each adding 55,000 connections per destination.
+    secondary_ips: Annotated[int, AfterValidator(_secondary_ips)] = 0
+
+
+class PrivateNatOptions(_Model):
+    # The secondary VPC range tenant subnets come from; it may be reused across VPCs
+    # and overlap on-prem, since everything leaving for on-prem is translated by a NAT.
+    tenant_cidr: PrivateCidr = ipaddress.IPv4Network("100.64.0.0/16")
+    profiles: dict[DnsLabel, NatProfile] = {}
+
+
+# --- end of pattern options ----------------------------------------------------
+
+
+class Settings(_Model):
+    pattern: PatternName
+    region: str
+    availability_zones: list[str]
+    vpc_cidr: PrivateCidr
+    on_prem_cidrs: list[PrivateCidr] = Field(min_length=1)
+    transit_gateway_id: Annotated[
+        str, _matching(r"^(tgw-[0-9a-f]{8,17})?$",
+                       "a transit gateway id; use tgw-0123456789abcdef0, or '' for none")
+    ] = ""
+    # Nodes pull Cilium, Istio and Kyverno images from public registries, so
+    # some path to the internet is required: per-AZ public NAT, or the transit gateway.
+    internet_egress: Literal["nat", "transit-gateway"]
+    kubernetes_version: Annotated[
+        str, _matching(r"^1\.\d{2}$", "a Kubernetes minor version; use e.g. '1.35'")
+    ]
+    cluster_admin_role_arns: list[IamRoleArn] = []
+    endpoint_public_access_cidrs: list[Cidr] = []
+    deletion_protection: bool
+    cluster_subnet_prefix: int = Field(ge=16, le=26)
+    egress_subnet_prefix: int = Field(ge=16, le=28)
+    tenant_subnet_prefix: int = Field(ge=16, le=26)
+    gateway_instance_type: InstanceType
+    system_nodes: NodeGroupSize = NodeGroupSize()
+    tenants: list[Tenant] = []
+    private_nat: PrivateNatOptions = PrivateNatOptions()
+
+    @cached_property
+    def slots(self) -> dict[str, int]:
+        """Each tenant's fixed position, which every pattern derives its addresses
+        or ports from: `slot` if pinned, else its position in the list."""
+        return {t.name: i if t.slot is None else t.slot for i, t in enumerate(self.tenants)}
