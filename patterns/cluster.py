@@ -116,6 +116,27 @@ class Cluster(pulumi.ComponentResource):
         self.name = self.eks_cluster.name
         self.endpoint = self.eks_cluster.endpoint
         self.security_group_id = self.eks_cluster.vpc_config.cluster_security_group_id
+        # skipDefaultSecurityGroups leaves the control plane with only the EKS
+        # cluster security group, which admits only itself (its members: nodes
+        # and control-plane ENIs). Operators reach the private endpoint from
+        # outside it, so HTTPS from their ranges is opened here (EKS user guide,
+        # "Cluster API server endpoint": with public access off, the API is
+        # reachable only from the VPC or a connected network, and "the cluster
+        # security group" must allow 443 from there).
+        self.api_access_rules = [
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-api-access-{index}",
+                security_group_id=self.security_group_id,
+                ip_protocol="tcp",
+                from_port=443,
+                to_port=443,
+                cidr_ipv4=str(cidr),
+                description="Kubernetes API (pulumi up, kubectl) from an operator range",
+                tags={"egress/stack": plan.stack},
+                opts=child,
+            )
+            for index, cidr in enumerate(settings.api_access_ranges)
+        ]
         self.oidc_provider_arn = self.eks.oidc_provider_arn
         self.oidc_issuer = self.eks.oidc_issuer
         self.provider = k8s.Provider(

@@ -145,7 +145,9 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
         )
         for t in settings.tenants
     )
-    warnings = list(spec.warnings(settings, addresses)) + _ignored_keys(settings, spec, patterns)
+    warnings = (
+        _reach_warnings(settings) + list(spec.warnings(settings, addresses)) + _ignored_keys(settings, spec, patterns)
+    )
     groups = spec.node_group_count(settings)
     if groups > MANAGED_NODE_GROUP_QUOTA:
         warnings.append(
@@ -154,6 +156,22 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
             "Quotas before `pulumi up`"
         )
     return Plan(stack, settings, spec, addresses, allow_list, tuple(warnings))
+
+
+def _reach_warnings(settings: Settings) -> list[str]:
+    """Operator ranges the VPC has no route back to cannot reach the private API endpoint."""
+    key = f"{NAMESPACE}:apiAccessCidrs" if settings.api_access_cidrs else f"{NAMESPACE}:onPremCidrs"
+    routed = [settings.vpc_cidr, *(settings.on_prem_cidrs if settings.transit_gateway_id else [])]
+    unrouted = [c for c in settings.api_access_ranges if not any(c.subnet_of(r) for r in routed)]
+    if not unrouted:
+        return []
+    why = ("only egress:onPremCidrs are routed (to the transit gateway)" if settings.transit_gateway_id
+           else "without egress:transitGatewayId nothing routes them")
+    return [
+        f"{key} {', '.join(map(str, unrouted))}: the VPC has no route back to these ranges ({why}), so the "
+        "private API endpoint cannot answer them; run `pulumi up` from a routed range, set "
+        "egress:transitGatewayId, or use egress:endpointPublicAccessCidrs"
+    ]
 
 
 def _ignored_keys(settings: Settings, spec: PatternSpec, patterns: Mapping[str, PatternSpec]) -> list[str]:

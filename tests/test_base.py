@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import pytest
 
-from conftest import EKS, NODE_GROUP, ROUTE, SUBNET, VPC, planned, stack_config
+from conftest import EKS, NODE_GROUP, ROUTE, SUBNET, VPC, assert_problem, config_with, planned, stack_config
 from patterns import offline
 from patterns.registry import PATTERNS
 
@@ -102,6 +102,45 @@ def test_public_endpoint_only_with_explicit_cidrs():
     inputs = offline.run("public", config).get(EKS, "egress").inputs
     assert inputs["endpointPublicAccess"] is True
     assert inputs["publicAccessCidrs"] == ["198.51.100.0/24"]
+
+
+API_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+
+
+def api_access(graph) -> dict[str, dict]:
+    return {r.inputs["cidrIpv4"]: r.inputs for r in graph.by_type(API_RULE) if r.name.startswith("egress-api-access-")}
+
+
+def test_operators_reach_the_private_api_from_on_prem_by_default(graph):
+    # The cluster security group (the only one under skipDefaultSecurityGroups)
+    # admits HTTPS from the on-prem ranges, where `pulumi up` and kubectl run.
+    rules = api_access(graph)
+    assert set(rules) == {"10.100.0.0/14"}
+    (rule,) = rules.values()
+    assert (rule["ipProtocol"], rule["fromPort"], rule["toPort"]) == ("tcp", 443, 443)
+    assert rule["securityGroupId"] == "sg-egress-cluster"
+
+
+def test_api_access_cidrs_replace_the_on_prem_default():
+    config = stack_config(STACK)
+    config["egress:apiAccessCidrs"] = ["10.100.8.0/24", "10.20.250.0/28"]
+    rules = api_access(offline.run("api", config))
+    assert set(rules) == {"10.100.8.0/24", "10.20.250.0/28"}
+    assert {r["fromPort"] for r in rules.values()} == {443}
+
+
+def test_api_access_cidrs_must_be_private_ranges():
+    assert_problem(config_with(apiAccessCidrs=["0.0.0.0/0"]), "egress:apiAccessCidrs[0]", "not a private range")
+    assert_problem(config_with(apiAccessCidrs=["203.0.113.0/24"]), "egress:apiAccessCidrs[0]", "endpointPublicAccessCidrs")
+    assert_problem(config_with(apiAccessCidrs=["10.1.2.3/16"]), "egress:apiAccessCidrs[0]", "use 10.1.0.0/16")
+
+
+def test_api_access_from_an_unrouted_range_is_warned():
+    warnings = offline.plan_from_config("x", offline.engine_config(config_with(apiAccessCidrs=["192.168.7.0/24"]))).warnings
+    assert any("egress:apiAccessCidrs" in w and "192.168.7.0/24" in w and "route" in w for w in warnings), warnings
+    no_tgw = offline.plan_from_config("x", offline.engine_config(config_with(transitGatewayId=""))).warnings
+    assert any("10.100.0.0/14" in w and "egress:transitGatewayId" in w for w in no_tgw), no_tgw
+    assert not [w for w in planned(STACK).plan.warnings if "apiAccessCidrs" in w]
 
 
 def test_nodes_require_imdsv2_and_have_no_public_ips(graph):

@@ -55,6 +55,17 @@ def _private(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
     return net
 
 
+def _private_api_access(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    # The security group rule opens the private endpoint; public clients go
+    # through the public endpoint, whose own allow-list is another key.
+    if not any(net.subnet_of(r) for r in PRIVATE_RANGES):
+        raise ValueError(
+            f"{net} is not a private range; list the private ranges operators reach the private endpoint "
+            "from, and put public ranges in egress:endpointPublicAccessCidrs instead"
+        )
+    return net
+
+
 def _dns_label(value: str) -> str:
     if not _DNS_LABEL.match(value):
         raise ValueError(
@@ -96,6 +107,7 @@ def _ports(value: list[int]) -> list[int]:
 
 Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr)]
 PrivateCidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr), AfterValidator(_private)]
+ApiAccessCidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr), AfterValidator(_private_api_access)]
 DnsLabel = Annotated[str, Field(max_length=40), AfterValidator(_dns_label)]
 Port = Annotated[int, AfterValidator(_port)]
 IamRoleArn = Annotated[
@@ -211,6 +223,8 @@ class Settings(_Model):
     ]
     cluster_admin_role_arns: list[IamRoleArn] = []
     endpoint_public_access_cidrs: list[Cidr] = []
+    # Private ranges admitted to the private API endpoint (443); empty: egress:onPremCidrs.
+    api_access_cidrs: list[ApiAccessCidr] = []
     deletion_protection: bool
     cluster_subnet_prefix: int = Field(ge=16, le=26)
     egress_subnet_prefix: int = Field(ge=16, le=28)
@@ -219,6 +233,11 @@ class Settings(_Model):
     system_nodes: NodeGroupSize = NodeGroupSize()
     tenants: list[Tenant] = []
     private_nat: PrivateNatOptions = PrivateNatOptions()
+
+    @property
+    def api_access_ranges(self) -> list[ipaddress.IPv4Network]:
+        """Where operators reach the private API endpoint from."""
+        return self.api_access_cidrs or self.on_prem_cidrs
 
     @cached_property
     def slots(self) -> dict[str, int]:
