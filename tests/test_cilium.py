@@ -44,6 +44,45 @@ def _policies(graph):
     return {r.inputs["metadata"]["name"]: r for r in graph.by_type(POLICY)}
 
 
+# The URNs of what this pattern deploys: a change replaces live gateways, ENIs
+# (the egress IPs) or policies, so it needs an alias (or a deliberate update here).
+CILIUM_URNS = {
+    "egress:cilium:Cilium::egress",
+    "egress:cilium:Cilium$aws:iam/policy:Policy::egress-cilium-operator",
+    "egress:cilium:Cilium$aws:iam/role:Role::egress-cilium-operator",
+    "egress:cilium:Cilium$aws:iam/role:Role$aws:iam/rolePolicyAttachment:RolePolicyAttachment::egress-cilium-operator-0",
+    "egress:cilium:Cilium$kubernetes:helm.sh/v3:Release::egress-cilium",
+    "egress:patterns:CiliumEgress::egress",
+    "egress:patterns:CiliumEgress$aws:ec2/securityGroup:SecurityGroup::egress-gateway-eni",
+    "egress:patterns:CiliumEgress$aws:iam/role:Role::egress-gateway",
+    "egress:patterns:CiliumEgress$aws:iam/role:Role$aws:iam/rolePolicy:RolePolicy::egress-gateway-eni-attach",
+    "egress:patterns:CiliumEgress$aws:iam/role:Role$aws:iam/rolePolicyAttachment:RolePolicyAttachment::egress-gateway-ecr",
+    "egress:patterns:CiliumEgress$aws:iam/role:Role$aws:iam/rolePolicyAttachment:RolePolicyAttachment::egress-gateway-worker",
+    "egress:patterns:CiliumEgress$kubernetes:cilium.io/v2:CiliumEgressGatewayPolicy::egress-payments",
+    "egress:patterns:CiliumEgress$kubernetes:cilium.io/v2:CiliumEgressGatewayPolicy::egress-reporting",
+    *(
+        urn
+        for az in ("eu-west-1a", "eu-west-1b", "eu-west-1c")
+        for urn in (
+            f"egress:patterns:CiliumEgress$aws:ec2/launchTemplate:LaunchTemplate::egress-gateway-{az}",
+            f"egress:patterns:CiliumEgress$aws:eks/nodeGroup:NodeGroup::egress-gateway-{az}",
+            "egress:base:Network$aws:ec2/vpc:Vpc$aws:ec2/subnet:Subnet$aws:ec2/networkInterface:NetworkInterface"
+            f"::egress-gateway-{az}",
+            "egress:base:Network$aws:ec2/vpc:Vpc$aws:ec2/subnet:Subnet$aws:ec2/subnetCidrReservation:"
+            f"SubnetCidrReservation::egress-gateway-{az}-egress-ips",
+        )
+    ),
+}
+
+
+def test_urns_of_the_patterns_resources_are_stable(graph):
+    owned = {
+        r.urn.split("::", 2)[2] for r in graph.resources
+        if any(t in r.urn for t in ("egress:cilium:", "CiliumEgress", "networkInterface", "subnetCidrReservation"))
+    }
+    assert owned == CILIUM_URNS
+
+
 # --- Cilium itself ---------------------------------------------------------------
 
 

@@ -1,0 +1,48 @@
+"""Pattern 3, cilium: Cilium replaces the VPC CNI and kube-proxy; one
+CiliumEgressGatewayPolicy per tenant SNATs the tenant's pods to a fixed egress
+IP on a dedicated gateway node in every AZ. The firewall allow-lists the
+tenant's egress IPs (one per AZ), known from the address plan before deploy.
+
+How an egress IP gets onto a gateway node (Cilium does not assign it; docs:
+https://docs.cilium.io/en/stable/network/egress-gateway/egress-gateway/,
+"Preliminary Considerations"): every AZ has one ENI in its egress subnet whose
+private IPs are pinned to the tenants' egress IPs. The ENI is tagged
+`cilium.io/no_manage=true`, which Cilium's ENI IPAM skips (Helm
+`eni.nodeSpec.excludeInterfaceTags`, cilium/cilium PR #19096), and the IPs sit
+in an explicit subnet CIDR reservation so AWS never hands them to a node or pod.
+The AZ's gateway node attaches the ENI at boot and keeps its addresses
+configured (node_script), so a replacement node takes over the same IPs.
+
+Modules: `addresses` (the pure egress-IP plan), `policies` (the rendered
+Kubernetes documents), `install` (the CNI), `gateway` (the egress path),
+`node_script` (the gateway node's boot service).
+"""
+
+from __future__ import annotations
+
+from ..plan import PatternSpec
+from .addresses import IPV4_PER_ENI, checks, egress_ip, egress_ip_block, egress_ips, eni_primary_ip, sources, warnings
+from .gateway import GATEWAY_ENI_TAG, GATEWAY_TAINT, CiliumEgress, GatewaySize
+from .install import AGENT_NOT_READY, CHART, CHART_REPO, CHART_VERSION, NO_MANAGE_TAG, Cilium, helm_values
+from .node_script import ROUTE_TABLE, gateway_user_data
+from .policies import GATEWAY_LABEL, POLICY_API_VERSION, POLICY_KIND, ZONE_LABEL, policy_name, policy_spec
+
+SPEC = PatternSpec(
+    name="cilium",
+    summary="Cilium egress gateway, one gateway node per AZ; source = the tenant's egress IPs",
+    component=CiliumEgress,
+    cni=lambda name, plan, cluster: Cilium(name, plan, cluster),
+    tenant_range=lambda settings: None,
+    sources=sources,
+    checks=checks,
+    warnings=warnings,
+    node_group_count=lambda settings: 1 + len(settings.availability_zones),
+)
+
+__all__ = [
+    "AGENT_NOT_READY", "CHART", "CHART_REPO", "CHART_VERSION", "GATEWAY_ENI_TAG", "GATEWAY_LABEL",
+    "GATEWAY_TAINT", "IPV4_PER_ENI", "NO_MANAGE_TAG", "POLICY_API_VERSION", "POLICY_KIND", "ROUTE_TABLE",
+    "SPEC", "ZONE_LABEL", "Cilium", "CiliumEgress", "GatewaySize", "checks", "egress_ip", "egress_ip_block",
+    "egress_ips", "eni_primary_ip", "gateway_user_data", "helm_values", "policy_name", "policy_spec",
+    "sources", "warnings",
+]
