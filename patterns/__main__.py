@@ -1,5 +1,7 @@
 """`python -m patterns plan --stack NAME`: what a stack deploys and the source
 addresses each tenant leaves from, before anything exists.
+`python -m patterns allow-list --stack NAME --format csv|json|md`: the allow-list
+as a file for the firewall team.
 `python -m patterns bench`: program evaluation cost per resource as tenants grow."""
 
 from __future__ import annotations
@@ -12,14 +14,21 @@ from collections import Counter
 from .settings import ConfigError
 
 
+def _stack_arguments(command: argparse.ArgumentParser) -> None:
+    source = command.add_mutually_exclusive_group(required=True)
+    source.add_argument("--stack", help="stack name: reads stacks/Pulumi.<stack>.yaml")
+    source.add_argument("--config-file", help="path of any stack file")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m patterns")
     commands = parser.add_subparsers(dest="command", required=True)
     plan = commands.add_parser("plan", help="plan a stack offline (no cloud, no Pulumi CLI)")
-    source = plan.add_mutually_exclusive_group(required=True)
-    source.add_argument("--stack", help="stack name: plans stacks/Pulumi.<stack>.yaml")
-    source.add_argument("--config-file", help="path of any stack file")
+    _stack_arguments(plan)
     plan.add_argument("--format", choices=("text", "json"), default="text")
+    allow_list = commands.add_parser("allow-list", help="the stack's egress allow-list for the firewall team")
+    _stack_arguments(allow_list)
+    allow_list.add_argument("--format", choices=("csv", "json", "md"), default="csv")
     bench = commands.add_parser("bench", help="time synthetic stacks of growing tenant counts")
     bench.add_argument("--tenants", type=int, nargs="+", default=[10, 50, 100])
     bench.add_argument("--pattern", default="subnet-cidr")
@@ -29,6 +38,18 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import run_benchmark
 
         return run_benchmark(args.tenants, args.pattern)
+
+    if args.command == "allow-list":
+        from .offline import plan_stack
+        from .views.allow_list import FORMATS
+
+        try:
+            plan = plan_stack(stack=args.stack, config_file=args.config_file)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        sys.stdout.write(FORMATS[args.format](plan))
+        return 0
 
     from .offline import run_stack
 

@@ -10,6 +10,7 @@ the difference. Mocks are strict: an unknown provider call is an error.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import runpy
 from collections.abc import Mapping
@@ -75,6 +76,8 @@ class Graph:
     plan: Plan
     resources: list[RecordedResource] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    # What the program logged through the engine (`pulumi.log.*`), as (level, message).
+    diagnostics: list[tuple[str, str]] = field(default_factory=list)
 
     def by_type(self, type_: str) -> list[RecordedResource]:
         return [r for r in self.resources if r.type == type_]
@@ -295,6 +298,19 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id, object=wire)
 
 
+class _DiagnosticsLogger(logging.Logger):
+    """Collects what the program logs, as the engine would show it once under
+    `pulumi up`; the plan command prints the plan's warnings itself."""
+
+    def __init__(self, sink: list[tuple[str, str]]):
+        super().__init__("pulumi-program", logging.DEBUG)
+        self.propagate = False
+        self.sink = sink
+
+    def handle(self, record: logging.LogRecord) -> None:
+        self.sink.append((record.levelname.lower(), record.getMessage()))
+
+
 def run(stack: str, stack_config: Mapping[str, Any]) -> Graph:
     """Plan and register one stack under mocks. Raises ConfigError before any
     resource is registered when the config is invalid."""
@@ -303,9 +319,10 @@ def run(stack: str, stack_config: Mapping[str, Any]) -> Graph:
     project = yaml.safe_load(PROJECT_FILE.read_text())["name"]
     reset_options(project=project, stack=stack)
     monitor = RecordingMonitor(plan.settings.region)
-    pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
-    set_all_config(config)
     graph = Graph(plan)
+    pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor,
+                             logger=_DiagnosticsLogger(graph.diagnostics))
+    set_all_config(config)
     SETTINGS.rpc_manager.clear()
     SETTINGS.outputs.clear()
 
@@ -320,10 +337,19 @@ def run(stack: str, stack_config: Mapping[str, Any]) -> Graph:
     return graph
 
 
-def run_stack(stack: str | None = None, config_file: str | Path | None = None) -> Graph:
+def _stack_file(stack: str | None, config_file: str | Path | None) -> tuple[str, dict[str, Any]]:
     path = Path(config_file) if config_file else stack_path(stack or "")
-    name = stack or path.name.removeprefix("Pulumi.").removesuffix(".yaml")
-    return run(name, read_stack_file(path))
+    return stack or path.name.removeprefix("Pulumi.").removesuffix(".yaml"), read_stack_file(path)
 
 
-__all__ = ["Graph", "RecordedResource", "run", "run_stack", "stack_names", "read_stack_file", "NAMESPACE"]
+def run_stack(stack: str | None = None, config_file: str | Path | None = None) -> Graph:
+    return run(*_stack_file(stack, config_file))
+
+
+def plan_stack(stack: str | None = None, config_file: str | Path | None = None) -> Plan:
+    """The plan alone (settings, addresses, allow-list), without registering resources."""
+    name, stack_config = _stack_file(stack, config_file)
+    return plan_from_config(name, engine_config(stack_config))
+
+
+__all__ = ["Graph", "RecordedResource", "run", "run_stack", "plan_stack", "stack_names", "read_stack_file", "NAMESPACE"]

@@ -4,8 +4,8 @@ source addresses the upstream firewall will see. Pure: known before deploy."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .addressing import AddressPlan, AddressPlanError, plan_addresses
@@ -30,12 +30,21 @@ class TenantAllowList:
     namespace: str
     sources: tuple[str, ...]  # CIDRs or /32s the firewall sees as this tenant
     destinations: tuple[Destination, ...]
+    # Other tenants whose traffic leaves from (some of) the same sources: the
+    # firewall can then tell these tenants apart by destination only.
+    shared_with: tuple[str, ...] = ()
+
+    @property
+    def source_identity(self) -> str:
+        return "shared" if self.shared_with else "own"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "tenant": self.tenant,
             "namespace": self.namespace,
             "sources": list(self.sources),
+            "sourceIdentity": self.source_identity,
+            "sharedWith": list(self.shared_with),
             "destinations": [
                 {"name": d.name, "cidr": d.cidr, "host": d.host, "ports": list(d.ports), "protocol": d.protocol}
                 for d in self.destinations
@@ -134,7 +143,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
         addresses = plan_addresses(settings, spec.tenant_range(settings), spec.tenant_range_key)
     except AddressPlanError as error:  # pragma: no cover - checked above
         raise ConfigError(error.problems) from None
-    allow_list = tuple(
+    allow_list = _with_shared_sources(
         TenantAllowList(
             tenant=t.name,
             namespace=t.k8s_namespace,
@@ -172,6 +181,24 @@ def _reach_warnings(settings: Settings) -> list[str]:
         "private API endpoint cannot answer them; run `pulumi up` from a routed range, set "
         "egress:transitGatewayId, or use egress:endpointPublicAccessCidrs"
     ]
+
+
+def _with_shared_sources(entries: Iterable[TenantAllowList]) -> tuple[TenantAllowList, ...]:
+    """Marks the tenants whose sources overlap another tenant's (istio's egress
+    subnets, a shared private-nat profile): derived from the addresses
+    themselves, so no pattern can claim own sources it does not have."""
+    entries = list(entries)
+    networks = [[ipaddress.IPv4Network(s) for s in e.sources] for e in entries]
+
+    def overlap(a: int, b: int) -> bool:
+        return any(x.overlaps(y) for x in networks[a] for y in networks[b])
+
+    return tuple(
+        replace(entry, shared_with=tuple(
+            other.tenant for j, other in enumerate(entries) if j != i and overlap(i, j)
+        ))
+        for i, entry in enumerate(entries)
+    )
 
 
 def _ignored_keys(settings: Settings, spec: PatternSpec, patterns: Mapping[str, PatternSpec]) -> list[str]:

@@ -25,7 +25,9 @@ def plan_from_config(stack: str, config: Mapping[str, Any]) -> Plan:
 
 
 def deploy(plan: Plan) -> dict[str, Any]:
-    """Register every resource of the plan and return the stack outputs."""
+    """Register every resource of the plan and return the stack outputs. The
+    plan's warnings are not an output: the entry point logs them, and `pulumi up`
+    would otherwise print each twice (diagnostics and outputs)."""
     network = Network(NAME, plan)
     cluster = Cluster(NAME, plan, network)
     cni = plan.spec.cni(NAME, plan, cluster)
@@ -38,5 +40,4 @@ def deploy(plan: Plan) -> dict[str, Any]:
         "vpcId": network.vpc_id,
         "clusterName": cluster.name,
         "egressAllowList": plan.allow_list_json(),
-        "warnings": list(plan.warnings),
     }

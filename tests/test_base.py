@@ -219,9 +219,8 @@ def test_changing_the_pattern_keeps_vpc_and_cluster(pattern):
 
 
 def test_every_shipped_stack_plans_cleanly():
-    names = offline.stack_names()
-    assert set(names) >= set(PATTERNS)
-    for name in names:
+    assert set(offline.stack_names()) >= set(PATTERNS)
+    for name in PATTERNS:  # the shipped ones by name; other stack files are the user's own
         graph = planned(name)
         assert graph.plan.settings.pattern == name
         assert graph.outputs["egressAllowList"] == graph.plan.allow_list_json()

@@ -19,6 +19,7 @@ from pulumi_policy import (
 )
 
 from patterns import offline, tenancy
+from patterns.settings import PATTERN_NAMES
 from policy import egress_guardrails as pack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -251,7 +252,7 @@ def _policy_resources(graph) -> list[PolicyResource]:
     return list(made.values())
 
 
-@pytest.fixture(scope="module", params=offline.stack_names())
+@pytest.fixture(scope="module", params=PATTERN_NAMES)  # the shipped stacks, by name
 def stack_graph(request):
     return offline.run_stack(request.param)
 

@@ -232,7 +232,7 @@ def test_allow_list_is_every_ip_of_the_profiles_nats_and_equals_the_output(graph
     assert by_tenant["payments"] == ["10.30.68.4/32", "10.30.69.4/32", "10.30.70.4/32"]
     assert by_tenant["reporting"] == by_tenant["analytics"]
     assert len(by_tenant["reporting"]) == 6
-    assert graph.outputs["warnings"] == []
+    assert graph.plan.warnings == ()
 
 
 def test_nat_ips_stay_put_when_tenants_are_appended_or_secondaries_added():
