@@ -412,7 +412,7 @@ class Guardrails(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:guardrails:Guardrails", name, None, opts)
         settings = plan.settings
-        in_cluster = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+        in_cluster = pulumi.ResourceOptions(parent=self)
 
         self.namespace = k8s.core.v1.Namespace(
             f"{name}-kyverno",
@@ -442,7 +442,6 @@ class Guardrails(pulumi.ComponentResource):
             cleanup_on_fail=True,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                provider=cluster.provider,
                 # The release waits for ready pods, which need the system nodes;
                 # without them it would time out while the node group is created.
                 depends_on=[system_nodes.node_group],
@@ -457,7 +456,7 @@ class Guardrails(pulumi.ComponentResource):
                 metadata=manifest["metadata"],
                 spec=manifest["spec"],
                 # The ClusterPolicy CRD and the webhook come with the release.
-                opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[self.release]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
             )
             for manifest in self.manifests
         }

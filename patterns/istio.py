@@ -436,8 +436,7 @@ class Istio(pulumi.ComponentResource):
                  namespaces: TenantNamespaces, opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:patterns:Istio", name, None, opts)
         settings = plan.settings
-        provider = self.k8s_provider = cluster.provider
-        k8s_child = pulumi.ResourceOptions(parent=self, provider=provider)
+        k8s_child = pulumi.ResourceOptions(parent=self)
         self.routes = {t.name: tenant_routes(settings, t) for t in settings.tenants}
         all_routes = [r for routes in self.routes.values() for r in routes]
 
@@ -495,7 +494,7 @@ class Istio(pulumi.ComponentResource):
         # istiod needs the CRDs; its pods wait for the system nodes within the timeout.
         self.istiod = self._release(f"{name}-istiod", "istiod", "istiod", ns, istiod_values(), depends_on=[self.base])
         # Istio objects need the CRDs and istiod's validation webhook.
-        after_istiod = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[self.istiod])
+        after_istiod = pulumi.ResourceOptions(parent=self, depends_on=[self.istiod])
         self.peer_authentication = k8s.apiextensions.CustomResource(
             f"{name}-mesh-mtls",
             api_version="security.istio.io/v1",
@@ -539,7 +538,7 @@ class Istio(pulumi.ComponentResource):
 
         self.tenants = {
             tenant.name: IstioTenant(
-                tenant.name, tenant, self.routes[tenant.name], namespaces[tenant.name], provider=provider,
+                tenant.name, tenant, self.routes[tenant.name], namespaces[tenant.name],
                 gateway_namespace=gateway_ns, depends_on=[self.istiod],
                 opts=pulumi.ResourceOptions(parent=self),
             )
@@ -563,12 +562,12 @@ class Istio(pulumi.ComponentResource):
             # Wait until the workloads are ready, long enough for new nodes to join.
             skip_await=False,
             timeout=900,
-            opts=pulumi.ResourceOptions(parent=self, provider=self.k8s_provider, depends_on=depends_on),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )
 
     def _gateway_network_policies(self, name: str, settings: Settings, namespace: pulumi.Input[str]) -> dict:
         """Only the gateway namespace reaches on-prem, and only the tenants reach it."""
-        opts = pulumi.ResourceOptions(parent=self.gateway_namespace, provider=self.k8s_provider)
+        opts = pulumi.ResourceOptions(parent=self.gateway_namespace)
         gateway_pods = {"matchLabels": GATEWAY_LABELS}
 
         def policy(key: str, spec: dict) -> k8s.networking.v1.NetworkPolicy:
@@ -608,7 +607,7 @@ class IstioTenant(pulumi.ComponentResource):
     five Istio objects per upstream."""
 
     def __init__(self, name: str, tenant: Tenant, routes: list[UpstreamRoute], tenant_namespace: TenantNamespace,
-                 *, provider: k8s.Provider, gateway_namespace: pulumi.Input[str], depends_on: list[pulumi.Resource],
+                 *, gateway_namespace: pulumi.Input[str], depends_on: list[pulumi.Resource],
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:patterns:IstioTenant", name, None, opts)
         self.namespace = tenant_namespace
@@ -617,11 +616,11 @@ class IstioTenant(pulumi.ComponentResource):
             f"{name}-{CLIENT_SERVICE_ACCOUNT}",
             metadata={"name": CLIENT_SERVICE_ACCOUNT, "namespace": namespace},
             automount_service_account_token=False,  # the sidecar uses its own projected token
-            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+            opts=pulumi.ResourceOptions(parent=self),
         )
         # Istio objects need the CRDs and istiod's validation webhook (explicit),
         # and their namespace (implicit, through its name).
-        opts_ = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=depends_on)
+        opts_ = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         self.objects: dict[str, dict[str, k8s.apiextensions.CustomResource]] = {}
         for route in routes:
             rendered = {
@@ -662,7 +661,7 @@ SPEC = PatternSpec(
     name="istio",
     summary="sidecars + an Istio egress gateway on tainted nodes in the egress subnets; source = the egress subnet CIDRs",
     component=Istio,
-    cni=lambda name, plan, cluster: VpcCni(name, cluster),  # enforces the NetworkPolicy bypass guard
+    cni=lambda name, plan, cluster, opts: VpcCni(name, cluster, opts=opts),  # enforces the NetworkPolicy bypass guard
     tenant_range=lambda settings: None,
     sources=_egress_subnet_cidrs,
     tenant_namespace=_tenant_namespace,

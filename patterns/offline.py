@@ -37,11 +37,40 @@ ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = ROOT / "stacks"
 PROJECT_FILE = ROOT / "Pulumi.yaml"
 ACCOUNT = "111122223333"
+DISABLE_DEFAULT_PROVIDERS = "pulumi:disable-default-providers"
 
 _SIG = rpc._special_sig_key
 _RESOURCE_SIG = rpc._special_resource_sig
 _SECRET_SIG = rpc._special_secret_sig
 _UNKNOWN = rpc.UNKNOWN
+
+
+@dataclass(frozen=True)
+class Options:
+    """The resource options the engine acts on, as the RegisterResource request
+    carries them. `aliases` are resolved to URNs the way the engine resolves
+    alias specs (unset fields default to the resource's own name, type and parent)."""
+
+    aliases: tuple[str, ...] = ()
+    protect: bool = False
+    ignore_changes: tuple[str, ...] = ()
+    replace_on_changes: tuple[str, ...] = ()
+    retain_on_delete: bool = False
+    delete_before_replace: bool = False
+    deleted_with: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """Only the options that are set, camelCase as in the request."""
+        values = {
+            "aliases": list(self.aliases),
+            "protect": self.protect,
+            "ignoreChanges": list(self.ignore_changes),
+            "replaceOnChanges": list(self.replace_on_changes),
+            "retainOnDelete": self.retain_on_delete,
+            "deleteBeforeReplace": self.delete_before_replace,
+            "deletedWith": self.deleted_with,
+        }
+        return {key: value for key, value in values.items() if value}
 
 
 @dataclass(frozen=True)
@@ -57,6 +86,7 @@ class RecordedResource:
     inputs: dict[str, Any]
     dependencies: tuple[str, ...]
     property_dependencies: dict[str, tuple[str, ...]]
+    options: Options = Options()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +98,7 @@ class RecordedResource:
             "provider": self.provider,
             "inputs": self.inputs,
             "dependencies": list(self.dependencies),
+            "options": self.options.to_json(),
         }
 
 
@@ -132,20 +163,24 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     return dict(document["config"])
 
 
-def project_defaults() -> dict[str, Any]:
-    """Defaults declared in Pulumi.yaml, keyed as the CLI keys them."""
+def project_config() -> dict[str, Any]:
+    """What Pulumi.yaml gives every stack, keyed as the CLI keys it: the
+    project's own keys' defaults and other namespaces' values (such as
+    pulumi:disable-default-providers). A stack file's own value wins."""
     project = yaml.safe_load(PROJECT_FILE.read_text())
-    return {
-        f"{project['name']}:{key}": spec["default"]
-        for key, spec in (project.get("config") or {}).items()
-        if isinstance(spec, dict) and "default" in spec
-    }
+    config = {}
+    for key, spec in (project.get("config") or {}).items():
+        if ":" in key and not key.startswith(f"{project['name']}:"):
+            config[key] = spec["value"] if isinstance(spec, dict) else spec
+        elif isinstance(spec, dict) and "default" in spec:
+            config[f"{project['name']}:{key}"] = spec["default"]
+    return config
 
 
 def engine_config(stack_config: Mapping[str, Any]) -> dict[str, str]:
     """Stack config as the engine hands it to a program: defaults applied,
     scalars as strings, lists and objects as JSON."""
-    merged = {**project_defaults(), **stack_config}
+    merged = {**project_config(), **stack_config}
 
     def encode(value: Any) -> str:
         if isinstance(value, str):
@@ -239,10 +274,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     provider and dependencies (explicit, from Output inputs, and resource
     references passed into remote components)."""
 
-    def __init__(self, region: str):
+    def __init__(self, region: str, disabled_default_providers: frozenset[str] = frozenset()):
         super().__init__(_Mocks(self, region))
         self.recorded: list[RecordedResource] = []
         self._components: dict[str, str] = {}
+        self.disabled_default_providers = disabled_default_providers
 
     def component_urn(self, name: str) -> str:
         return self._components[name]
@@ -257,10 +293,38 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 type_ = f"{qualified}${type_}"
         return f"urn:pulumi:{get_stack()}::{get_project()}::{type_}::{name}"
 
+    def alias_urns(self, request) -> tuple[str, ...]:
+        """The request's aliases as URNs, as the engine resolves alias specs."""
+        urns = []
+        for alias in request.aliases:
+            if alias.urn:
+                urns.append(alias.urn)
+                continue
+            spec = alias.spec
+            parent = "" if spec.noParent else (spec.parentUrn or request.parent)
+            urn = self.make_urn(parent, spec.type or request.type, spec.name or request.name)
+            stack, project = spec.stack or get_stack(), spec.project or get_project()
+            urns.append(urn.replace(f"urn:pulumi:{get_stack()}::{get_project()}::", f"urn:pulumi:{stack}::{project}::", 1))
+        return (*urns, *request.aliasURNs)
+
+    def deny_default_provider(self, request) -> None:
+        """As the engine does under pulumi:disable-default-providers: a resource
+        of a listed package that names no provider (itself or through its
+        parent's providers) is an error."""
+        package = request.type.split(":", 1)[0]
+        if (request.custom or request.remote) and not request.provider and package != "pulumi" and (
+            package in self.disabled_default_providers or "*" in self.disabled_default_providers
+        ):
+            raise ValueError(
+                f"Default provider for '{package}' disabled. '{request.type}' ({request.name}) must use an "
+                f"explicit provider: pass it in the `providers` option of a parent component"
+            )
+
     def RegisterResource(self, request):  # noqa: N802 - gRPC method name
         urn = self.make_urn(request.parent, request.type, request.name)
         if request.type == "pulumi:pulumi:Stack":
             return resource_pb2.RegisterResourceResponse(urn=urn)
+        self.deny_default_provider(request)
         _ensure_event_loop()
         refs: set[str] = set()
         inputs = _plain(json_format.MessageToDict(request.object), refs)
@@ -291,6 +355,15 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 inputs=inputs,
                 dependencies=tuple(sorted(dependencies)),
                 property_dependencies=property_dependencies,
+                options=Options(
+                    aliases=self.alias_urns(request),
+                    protect=request.protect,
+                    ignore_changes=tuple(request.ignoreChanges),
+                    replace_on_changes=tuple(request.replaceOnChanges),
+                    retain_on_delete=request.retainOnDelete,
+                    delete_before_replace=request.deleteBeforeReplace,
+                    deleted_with=request.deletedWith,
+                ),
             )
         )
         wire = _sync_await(rpc.serialize_properties(state, {}))
@@ -311,6 +384,12 @@ class _DiagnosticsLogger(logging.Logger):
         self.sink.append((record.levelname.lower(), record.getMessage()))
 
 
+def disabled_default_providers(config: Mapping[str, str]) -> frozenset[str]:
+    """The packages of pulumi:disable-default-providers (engine form: a JSON list)."""
+    value = config.get(DISABLE_DEFAULT_PROVIDERS, "")
+    return frozenset(json.loads(value)) if value else frozenset()
+
+
 def run(stack: str, stack_config: Mapping[str, Any]) -> Graph:
     """Plan and register one stack under mocks. Raises ConfigError before any
     resource is registered when the config is invalid."""
@@ -318,7 +397,7 @@ def run(stack: str, stack_config: Mapping[str, Any]) -> Graph:
     plan = plan_from_config(stack, config)
     project = yaml.safe_load(PROJECT_FILE.read_text())["name"]
     reset_options(project=project, stack=stack)
-    monitor = RecordingMonitor(plan.settings.region)
+    monitor = RecordingMonitor(plan.settings.region, disabled_default_providers(config))
     graph = Graph(plan)
     pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor,
                              logger=_DiagnosticsLogger(graph.diagnostics))

@@ -79,7 +79,7 @@ class PatternSpec:
     summary: str
     # The pattern's ComponentResource: (name, plan, network, cluster, cni, namespaces, opts).
     component: type
-    # Builds the pod network: (name, plan, cluster) -> Cni component.
+    # Builds the pod network: (name, plan, cluster, opts) -> Cni component.
     cni: Callable[..., Any]
     # Where tenant subnets live: None (no tenant subnets) or a range derived from settings.
     tenant_range: Callable[[Settings], ipaddress.IPv4Network | None]

@@ -314,7 +314,7 @@ SPEC = PatternSpec(
     summary="tenant subnets in a secondary range + a private NAT gateway per AZ per egress profile; "
             "source = the profile's NAT IPs",
     component=PrivateNat,
-    cni=lambda name, plan, cluster: VpcCni(name, cluster, external_snat=True),
+    cni=lambda name, plan, cluster, opts: VpcCni(name, cluster, external_snat=True, opts=opts),
     tenant_range=lambda settings: settings.private_nat.tenant_cidr,
     tenant_range_key=f"{KEY}.tenantCidr",
     sources=_sources,

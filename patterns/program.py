@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pulumi
 
 from .cluster import Cluster, SystemNodes
 from .guardrails import Guardrails
@@ -30,11 +31,15 @@ def deploy(plan: Plan) -> dict[str, Any]:
     would otherwise print each twice (diagnostics and outputs)."""
     network = Network(NAME, plan)
     cluster = Cluster(NAME, plan, network)
-    cni = plan.spec.cni(NAME, plan, cluster)
-    system_nodes = SystemNodes(NAME, plan, network, cluster, cni)
-    Guardrails(NAME, plan, cluster, system_nodes)
-    namespaces = TenantNamespaces(NAME, plan, cluster.provider)
-    plan.spec.component(NAME, plan, network, cluster, cni, namespaces)
+    # Every component built on the cluster hands its Kubernetes provider down to
+    # its children through `parent`; no Kubernetes object names a provider itself,
+    # and default Kubernetes providers are disabled (Pulumi.yaml).
+    on_cluster = pulumi.ResourceOptions(providers=[cluster.provider])
+    cni = plan.spec.cni(NAME, plan, cluster, on_cluster)
+    system_nodes = SystemNodes(NAME, plan, network, cluster, cni, opts=on_cluster)
+    Guardrails(NAME, plan, cluster, system_nodes, opts=on_cluster)
+    namespaces = TenantNamespaces(NAME, plan, opts=on_cluster)
+    plan.spec.component(NAME, plan, network, cluster, cni, namespaces, opts=on_cluster)
     return {
         "pattern": plan.settings.pattern,
         "vpcId": network.vpc_id,

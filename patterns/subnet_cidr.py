@@ -46,7 +46,7 @@ SPEC = PatternSpec(
     name="subnet-cidr",
     summary="tenant subnets + a tainted node group per tenant; source = the tenant's subnet CIDRs",
     component=SubnetCidr,
-    cni=lambda name, plan, cluster: VpcCni(name, cluster),
+    cni=lambda name, plan, cluster, opts: VpcCni(name, cluster, opts=opts),
     tenant_range=lambda settings: settings.vpc_cidr,
     sources=_tenant_subnet_cidrs,
     node_group_count=lambda settings: 1 + len(settings.tenants),

@@ -71,7 +71,7 @@ class TenantNamespace(pulumi.ComponentResource):
     default-deny ingress and egress except DNS, its own pods and `egress_rules`,
     and (when the tenant names an IAM role) the tenant team's edit Role."""
 
-    def __init__(self, name: str, tenant: Tenant, provider: k8s.Provider, *,
+    def __init__(self, name: str, tenant: Tenant, *,
                  egress_rules: list[dict], labels: dict[str, str] | None = None,
                  pod_security: str = "baseline", opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:tenancy:TenantNamespace", name, None, opts)
@@ -88,9 +88,9 @@ class TenantNamespace(pulumi.ComponentResource):
                     **(labels or {}),
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        in_namespace = pulumi.ResourceOptions(parent=self.namespace, provider=provider)
+        in_namespace = pulumi.ResourceOptions(parent=self.namespace)
         metadata = lambda policy: {"name": policy, "namespace": self.namespace.metadata.name}  # noqa: E731
         self.policies = {
             "default-deny": k8s.networking.v1.NetworkPolicy(
@@ -176,14 +176,13 @@ class TenantNamespaces(pulumi.ComponentResource):
     of pattern updates a namespace in place instead of creating a second one of
     the same name and then deleting it (with the tenant's workloads)."""
 
-    def __init__(self, name: str, plan: Plan, provider: k8s.Provider,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, plan: Plan, opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:tenancy:TenantNamespaces", name, None, opts)
         self.namespaces: dict[str, TenantNamespace] = {}
         for tenant in plan.settings.tenants:
             spec = plan.spec.tenant_namespace(plan.settings, tenant)
             self.namespaces[tenant.name] = TenantNamespace(
-                tenant.name, tenant, provider, egress_rules=spec.egress_rules, labels=spec.labels,
+                tenant.name, tenant, egress_rules=spec.egress_rules, labels=spec.labels,
                 opts=pulumi.ResourceOptions(parent=self),
             )
         self.register_outputs({"namespaces": [t.k8s_namespace for t in plan.settings.tenants]})

@@ -41,7 +41,7 @@ def _holds_objects(annotation) -> bool:
 
 def test_config_keys_are_declared_and_documented():
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
-    declared = set(project["config"])
+    declared = {key for key in project["config"] if ":" not in key}
     fields = {f.alias for n, f in Settings.model_fields.items() if n != "region"}
     objects = {f.alias for f in Settings.model_fields.values() if _holds_objects(f.annotation)}
     assert declared == fields - objects
@@ -51,6 +51,11 @@ def test_config_keys_are_declared_and_documented():
     for key in fields:
         assert f"`egress:{key}`" in README, key
     for key, spec in project["config"].items():
+        if ":" in key:
+            # Another namespace's key: the CLI accepts only a `value` for it
+            # (a type or default is an error when the project loads).
+            assert set(spec) == {"value"}, key
+            continue
         assert spec.get("description"), key
         assert spec["type"] in ("string", "integer", "boolean", "array")
 

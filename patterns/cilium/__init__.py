@@ -31,7 +31,7 @@ SPEC = PatternSpec(
     name="cilium",
     summary="Cilium egress gateway, one gateway node per AZ; source = the tenant's egress IPs",
     component=CiliumEgress,
-    cni=lambda name, plan, cluster: Cilium(name, plan, cluster),
+    cni=lambda name, plan, cluster, opts: Cilium(name, plan, cluster, opts),
     tenant_range=lambda settings: None,
     sources=sources,
     checks=checks,

@@ -133,7 +133,6 @@ class CiliumEgress(pulumi.ComponentResource):
                 spec=policy_spec(tenant, egress_ips(settings, plan.addresses, tenant)),
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    provider=cluster.provider,
                     # The CRD is registered by the Cilium operator at start-up, and
                     # Cilium picks an egress IP once, when the policy appears: the
                     # gateway nodes (Ready only with the agent and operator running)

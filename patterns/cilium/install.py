@@ -119,7 +119,7 @@ class Cilium(Cni):
             # only needs the API server; readiness is awaited by the node groups.
             skip_await=True,
             atomic=False,
-            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider),
+            opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs({"release": self.release.name})
 

@@ -14,7 +14,7 @@ engine); defaults of object-valued keys live in models.py.
 
 from .checks import slot_problems
 from .errors import NAMESPACE, ConfigError, Problem
-from .load import _field_adapter, load_settings
+from .load import DISABLE_DEFAULT_PROVIDERS, _field_adapter, load_settings
 from .models import (
     MAX_AZS,
     NAT_GATEWAY_MAX_IPS,
@@ -31,7 +31,7 @@ from .models import (
 )
 
 __all__ = [
-    "MAX_AZS", "NAMESPACE", "NAT_GATEWAY_MAX_IPS", "PATTERN_NAMES", "PRIVATE_RANGES", "RFC1918",
+    "DISABLE_DEFAULT_PROVIDERS", "MAX_AZS", "NAMESPACE", "NAT_GATEWAY_MAX_IPS", "PATTERN_NAMES", "PRIVATE_RANGES", "RFC1918",
     "ConfigError", "NatProfile", "NodeGroupSize", "PatternName", "PrivateNatOptions", "Problem",
     "Settings", "Tenant", "Upstream", "_field_adapter", "load_settings", "slot_problems",
 ]

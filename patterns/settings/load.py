@@ -23,6 +23,11 @@ def _is_structured(annotation: Any) -> bool:
     return get_origin(annotation) is list or (isinstance(annotation, type) and issubclass(annotation, BaseModel))
 
 
+# Pulumi.yaml sets it for every stack; a stack file may only widen it. Without
+# it a Kubernetes object that lost its explicit provider would go to whatever
+# cluster the deployer's kubeconfig names.
+DISABLE_DEFAULT_PROVIDERS = "pulumi:disable-default-providers"
+
 _STRUCTURED = {f.alias or n for n, f in Settings.model_fields.items() if _is_structured(f.annotation)}
 _TOP_LEVEL_KEYS = {f.alias or n for n, f in Settings.model_fields.items()} - {"region"}
 
@@ -42,6 +47,8 @@ def load_settings(
         namespace, _, key = full_key.partition(":")
         if full_key == "aws:region":
             data["region"] = value
+        elif full_key == DISABLE_DEFAULT_PROVIDERS:
+            problems += _default_provider_problems(value)
         elif namespace == NAMESPACE:
             if key not in _TOP_LEVEL_KEYS:
                 problems.append(Problem(full_key, unknown_key_fix(key, _TOP_LEVEL_KEYS)))
@@ -110,6 +117,23 @@ def _decode(full_key: str, key: str, value: Any) -> tuple[Any, Problem | None]:
             if value.lstrip()[:1] in ("[", "{"):
                 return None, Problem(full_key, f"is not valid JSON/YAML ({error.msg}); check the stack file")
     return value, None  # a plain string where a list belongs: the model names the type
+
+
+def _default_provider_problems(value: Any) -> list[Problem]:
+    packages = value
+    if isinstance(value, str):
+        try:
+            packages = json.loads(value) if value else []
+        except json.JSONDecodeError:
+            packages = None
+    if isinstance(packages, list) and ({"kubernetes", "*"} & set(packages)):
+        return []
+    return [Problem(
+        DISABLE_DEFAULT_PROVIDERS,
+        f"must list kubernetes (got {value!r}), so every Kubernetes object goes to this stack's cluster and "
+        "never to the deployer's kubeconfig; remove the key from the stack file (Pulumi.yaml sets "
+        "[kubernetes]) or add kubernetes to the list",
+    )]
 
 
 def _validate(model: type[BaseModel], raw: Any, prefix: str) -> tuple[Any, list[Problem]]:
