@@ -2,6 +2,7 @@
 addresses each tenant leaves from, before anything exists.
 `python -m patterns allow-list --stack NAME --format csv|json|md`: the allow-list
 as a file for the firewall team.
+`python -m patterns urns [--write]`: compare (or regenerate) the committed URN snapshots.
 `python -m patterns bench`: program evaluation cost per resource as tenants grow."""
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     allow_list = commands.add_parser("allow-list", help="the stack's egress allow-list for the firewall team")
     _stack_arguments(allow_list)
     allow_list.add_argument("--format", choices=("csv", "json", "md"), default="csv")
+    urns = commands.add_parser("urns", help="compare every shipped stack's URNs with tests/urns/ (or --write them)")
+    urns.add_argument("--write", action="store_true", help="regenerate the snapshots after a reviewed change")
+    urns.add_argument("--stack", action="append", help="only this stack (repeatable); default: every shipped stack")
     bench = commands.add_parser("bench", help="time synthetic stacks of growing tenant counts")
     bench.add_argument("--tenants", type=int, nargs="+", default=[10, 50, 100])
     bench.add_argument("--pattern", default="subnet-cidr")
@@ -51,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(FORMATS[args.format](plan))
         return 0
 
+    if args.command == "urns":
+        return urns_command(args.stack, write=args.write)
+
     from .offline import run_stack
 
     try:
@@ -63,6 +70,27 @@ def main(argv: list[str] | None = None) -> int:
         print()
         return 0
     print(render_text(graph))
+    return 0
+
+
+def urns_command(stacks: list[str] | None, *, write: bool) -> int:
+    from . import urns
+    from .offline import run_stack, stack_names
+
+    stale = False
+    for stack in stacks or stack_names():
+        graph = run_stack(stack)
+        report = urns.compare(stack, graph)
+        if write:
+            path = urns.write_snapshot(stack, graph)
+            print(f"{stack}: wrote {path.relative_to(urns.ROOT)} ({len(graph.resources)} URNs)")
+        else:
+            print(f"{stack}: {'differs from' if report.stale else 'matches'} its snapshot")
+        print("\n".join(urns.describe(report)) or "", end="\n" if report.stale else "")
+        stale = stale or report.stale
+    if stale and not write:
+        print(f"\nreview the changes above, then run `{urns.WRITE_COMMAND}` and commit tests/urns/")
+        return 1
     return 0
 
 
