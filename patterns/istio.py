@@ -25,12 +25,15 @@ admits only the egress subnets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from . import admission as rules
 from .addressing import AddressPlan
 from .cluster import SYSTEM_LABEL, Cluster, Cni, VpcCni
 from .network import Network
@@ -657,6 +660,65 @@ def _egress_subnet_cidrs(settings: Settings, addresses: AddressPlan, tenant: Ten
     return [str(s.cidr) for s in addresses.egress_subnets]
 
 
+SIDECAR_POLICY = "egress-istio-sidecar"
+SIDECAR_INJECT = "sidecar.istio.io/inject"
+# Pod annotations that let traffic leave around the sidecar (and so around the
+# egress gateway): https://istio.io/latest/docs/reference/config/annotations/
+SIDECAR_BYPASS_ANNOTATIONS = (
+    "sidecar.istio.io/interceptionMode",
+    "traffic.sidecar.istio.io/excludeInterfaces",
+    "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+    "traffic.sidecar.istio.io/excludeOutboundPorts",
+    "traffic.sidecar.istio.io/includeOutboundIPRanges",
+    "traffic.sidecar.istio.io/includeOutboundPorts",
+)
+
+
+@dataclass(frozen=True)
+class SidecarAdmission:
+    """Tenants told apart by their namespace's mesh identity: tenant pods keep
+    the sidecar and its full traffic capture, the only way to the gateway."""
+
+    def policies(self, tenants: Sequence[Tenant]) -> list[dict[str, Any]]:
+        namespaces = [t.k8s_namespace for t in tenants]
+        return [rules.policy(SIDECAR_POLICY, "Tenant pods keep the Istio sidecar and its full traffic capture.", [
+            {
+                "name": "no-sidecar-opt-out",
+                "match": rules.pods(namespaces),
+                "validate": rules.validate(
+                    "Pods in tenant namespaces get the Istio sidecar, which sends on-prem traffic through the "
+                    f"egress gateway: remove the {SIDECAR_INJECT} label and annotation or set them to \"true\".",
+                    pattern={
+                        "metadata": {
+                            "=(labels)": {f"=({SIDECAR_INJECT})": "true"},
+                            "=(annotations)": {f"=({SIDECAR_INJECT})": "true"},
+                        }
+                    },
+                ),
+            },
+            {
+                "name": "no-sidecar-bypass",
+                "match": rules.pods(namespaces),
+                "validate": rules.validate(
+                    "Pods in tenant namespaces may not narrow the sidecar's traffic capture (it would let traffic "
+                    f"bypass the egress gateway): remove the annotations {', '.join(SIDECAR_BYPASS_ANNOTATIONS)}.",
+                    pattern={"metadata": {"=(annotations)": {f"X({a})": "null" for a in SIDECAR_BYPASS_ANNOTATIONS}}},
+                ),
+            },
+        ])]
+
+    def escapes(self, tenant: Tenant, tenants: Sequence[Tenant]) -> list[dict[str, Any]]:
+        return [
+            {"metadata": {"labels": {SIDECAR_INJECT: "false"}}},
+            {"metadata": {"annotations": {SIDECAR_INJECT: "false"}}},
+        ] + [{"metadata": {"annotations": {a: "10.0.0.0/8"}}} for a in SIDECAR_BYPASS_ANNOTATIONS]
+
+    def outside_escapes(self, tenants: Sequence[Tenant]) -> list[dict[str, Any]]:
+        # Outside the tenant namespaces no pod holds a tenant's principal, and
+        # NetworkPolicies keep every namespace but the tenants' from the gateway.
+        return []
+
+
 SPEC = PatternSpec(
     name="istio",
     summary="sidecars + an Istio egress gateway on tainted nodes in the egress subnets; source = the egress subnet CIDRs",
@@ -664,6 +726,7 @@ SPEC = PatternSpec(
     cni=lambda name, plan, cluster, opts: VpcCni(name, cluster, opts=opts),  # enforces the NetworkPolicy bypass guard
     tenant_range=lambda settings: None,
     sources=_egress_subnet_cidrs,
+    admission=SidecarAdmission(),
     tenant_namespace=_tenant_namespace,
     checks=_checks,
     warnings=_warnings,

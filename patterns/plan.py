@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .addressing import AddressPlan, AddressPlanError, plan_addresses
+from .admission import TenantAdmission
 from .settings import NAMESPACE, ConfigError, Problem, Settings, Tenant, load_settings, slot_problems
 
 # The default EKS quota of managed node groups per cluster (adjustable).
@@ -85,6 +86,9 @@ class PatternSpec:
     tenant_range: Callable[[Settings], ipaddress.IPv4Network | None]
     # The source addresses the firewall sees for one tenant.
     sources: Callable[[Settings, AddressPlan, Tenant], list[str]]
+    # The admission rules that give tenants' pods their egress identity and
+    # refuse it to every other pod (added to the guardrails every pattern gets).
+    admission: TenantAdmission
     # The config key of the tenant range, for messages.
     tenant_range_key: str = f"{NAMESPACE}:vpcCidr"
     # The tenant namespace's egress allowance and labels; default: its upstreams.

@@ -31,7 +31,7 @@ from .cluster import Cluster, Cni, VpcCni
 from .network import Network
 from .plan import PatternSpec, Plan
 from .settings import NAMESPACE, NAT_GATEWAY_MAX_IPS, RFC1918, Problem, Settings, Tenant
-from .tenancy import DedicatedTenant, TenantNamespaces
+from .tenancy import DEDICATED_NODES, DedicatedTenant, TenantNamespaces
 
 # Simultaneous connections per NAT IP to one destination (IP, port, protocol), and the
 # default quota of NAT gateways per AZ (adjustable), from the AWS VPC user guide:
@@ -318,6 +318,7 @@ SPEC = PatternSpec(
     tenant_range=lambda settings: settings.private_nat.tenant_cidr,
     tenant_range_key=f"{KEY}.tenantCidr",
     sources=_sources,
+    admission=DEDICATED_NODES,
     checks=_checks,
     warnings=_warnings,
     node_group_count=lambda settings: 1 + len(settings.tenants),

@@ -15,7 +15,7 @@ from .cluster import Cluster, Cni, VpcCni
 from .network import Network
 from .plan import PatternSpec, Plan
 from .settings import Settings, Tenant
-from .tenancy import DedicatedTenant, TenantNamespaces
+from .tenancy import DEDICATED_NODES, DedicatedTenant, TenantNamespaces
 
 
 class SubnetCidr(pulumi.ComponentResource):
@@ -49,5 +49,6 @@ SPEC = PatternSpec(
     cni=lambda name, plan, cluster, opts: VpcCni(name, cluster, opts=opts),
     tenant_range=lambda settings: settings.vpc_cidr,
     sources=_tenant_subnet_cidrs,
+    admission=DEDICATED_NODES,
     node_group_count=lambda settings: 1 + len(settings.tenants),
 )

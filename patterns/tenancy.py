@@ -4,10 +4,16 @@ node group."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from . import admission as rules
 from .addressing import TenantAddresses
 from .cluster import Cluster, Cni, Taint
 from .network import Network
@@ -32,44 +38,14 @@ DNS_PEER = {
 }
 DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
 
-TENANT_ROLE = "egress-tenant-edit"
-_READ = ["get", "list", "watch"]
-_WRITE = [*_READ, "create", "update", "patch", "delete", "deletecollection"]
-# What a tenant team may do in its own namespace: run and configure workloads.
-# Not granted: NetworkPolicies (read only), RBAC, the namespace itself
-# (cluster-scoped, out of any Role's reach), service account impersonation and
-# tokens, ephemeral containers, and every CRD (Kyverno, Cilium, Istio egress
-# policies); Kyverno's reports on their pods are readable.
-TENANT_ROLE_RULES = [
-    {"apiGroups": [""], "resources": ["pods", "services", "configmaps", "secrets", "persistentvolumeclaims",
-                                      "serviceaccounts"], "verbs": _WRITE},
-    {"apiGroups": [""], "resources": ["pods/exec", "pods/attach", "pods/portforward"], "verbs": ["get", "create"]},
-    {"apiGroups": [""], "resources": ["pods/log", "events", "endpoints", "resourcequotas", "limitranges"],
-     "verbs": _READ},
-    {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale", "statefulsets", "statefulsets/scale",
-                                          "daemonsets", "replicasets"], "verbs": _WRITE},
-    {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": _WRITE},
-    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": _WRITE},
-    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": _WRITE},
-    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": _READ},
-    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies", "ingresses"], "verbs": _READ},
-    {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "verbs": _READ},
-]
-
-
-def tenant_group(tenant: Tenant) -> str:
-    """The Kubernetes group of the tenant team (set on its EKS access entry)."""
-    return f"egress-tenant-{tenant.name}"
-
-
 def tenant_taint(tenant: Tenant) -> Taint:
     return Taint(TENANT_KEY, tenant.name, "NO_SCHEDULE")
 
 
 class TenantNamespace(pulumi.ComponentResource):
     """The tenant namespace: labelled with its tenant, Pod Security enforced,
-    default-deny ingress and egress except DNS, its own pods and `egress_rules`,
-    and (when the tenant names an IAM role) the tenant team's edit Role."""
+    default-deny ingress and egress except DNS, its own pods and `egress_rules`.
+    The tenant team's access is granted by patterns.access."""
 
     def __init__(self, name: str, tenant: Tenant, *,
                  egress_rules: list[dict], labels: dict[str, str] | None = None,
@@ -123,21 +99,6 @@ class TenantNamespace(pulumi.ComponentResource):
                 opts=in_namespace,
             ),
         }
-        self.role = self.role_binding = None
-        if tenant.iam_role_arn:
-            self.role = k8s.rbac.v1.Role(
-                f"{name}-edit",
-                metadata=metadata(TENANT_ROLE),
-                rules=TENANT_ROLE_RULES,
-                opts=in_namespace,
-            )
-            self.role_binding = k8s.rbac.v1.RoleBinding(
-                f"{name}-edit",
-                metadata=metadata(TENANT_ROLE),
-                role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": self.role.metadata.name},
-                subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": tenant_group(tenant)}],
-                opts=in_namespace,
-            )
         self.register_outputs({"namespace": self.namespace.metadata.name})
 
 
@@ -189,3 +150,124 @@ class TenantNamespaces(pulumi.ComponentResource):
 
     def __getitem__(self, tenant: str) -> TenantNamespace:
         return self.namespaces[tenant]
+
+
+# --- admission: each tenant's pods on its own nodes (patterns 1-2) ------------------
+
+_SELECTOR = f'request.object.spec.nodeSelector."{TENANT_KEY}"'
+_TOLERATIONS = "request.object.spec.tolerations"
+
+
+def _toleration(tenant: str, operator: str = "Equal") -> dict[str, str]:
+    if operator == "Exists":
+        return {"key": TENANT_KEY, "operator": operator, "effect": "NoSchedule"}
+    return {"key": TENANT_KEY, "operator": operator, "value": tenant, "effect": "NoSchedule"}
+
+
+@dataclass(frozen=True)
+class DedicatedNodeAdmission:
+    """Tenants told apart by their nodes: a tenant's pods get its nodeSelector
+    and toleration, keep them, and no other pod may select or tolerate them."""
+
+    def policies(self, tenants: Sequence[Tenant]) -> list[dict[str, Any]]:
+        defaults, isolation = [], []
+        for tenant in tenants:
+            defaults += self._defaults(tenant)
+            isolation.append(self._isolation(tenant))
+        isolation.append(self._outside(tenants))
+        return rules.identity_policies(defaults, isolation)
+
+    def escapes(self, tenant: Tenant, tenants: Sequence[Tenant]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = [{"spec": {"tolerations": [_toleration(tenant.name, "Exists")]}}]
+        for other in tenants:
+            if other.name != tenant.name:
+                found += [
+                    {"spec": {"nodeSelector": {TENANT_KEY: other.name}}},
+                    {"spec": {"tolerations": [_toleration(other.name)]}},
+                    {"spec": {"tolerations": [_toleration(tenant.name), _toleration(other.name)]}},
+                ]
+        return found
+
+    def outside_escapes(self, tenants: Sequence[Tenant]) -> list[dict[str, Any]]:
+        return [{"spec": {"tolerations": [_toleration(tenants[0].name, "Exists")]}}] + [
+            escape for t in tenants
+            for escape in ({"spec": {"nodeSelector": {TENANT_KEY: t.name}}},
+                           {"spec": {"tolerations": [_toleration(t.name)]}})
+        ]
+
+    @staticmethod
+    def _defaults(tenant: Tenant) -> list[dict]:
+        ns = tenant.k8s_namespace
+        return [
+            {
+                "name": f"{tenant.name}-node-selector",
+                "match": rules.pods([ns], ["CREATE"]),
+                # `+(key)` adds only when absent: a foreign value is left for the
+                # isolation policy to refuse, not silently overwritten.
+                "mutate": {"patchStrategicMerge": {"spec": {"nodeSelector": {f"+({TENANT_KEY})": tenant.name}}}},
+            },
+            {
+                "name": f"{tenant.name}-toleration",
+                "match": rules.pods([ns], ["CREATE"]),
+                "preconditions": {
+                    "all": [{"key": rules.count(f"{_TOLERATIONS}[?key=='{TENANT_KEY}']"), "operator": "Equals",
+                             "value": 0}]
+                },
+                # Appended with a JSON patch: a strategic merge would replace the
+                # toleration list, which has no merge key
+                # (https://kyverno.io/policies/other/add-tolerations/add-tolerations/).
+                "mutate": {"patchesJson6902": json.dumps(
+                    [{"op": "add", "path": "/spec/tolerations/-", "value": _toleration(tenant.name)}]
+                )},
+            },
+            {
+                "name": f"{tenant.name}-on-own-nodes",
+                "match": rules.pods([ns]),
+                "validate": rules.validate(
+                    f"Pods in namespace {ns} run on the nodes of tenant {tenant.name}: set spec.nodeSelector "
+                    f"{TENANT_KEY}: {tenant.name} (or leave it out; it is added on creation).",
+                    pattern={"spec": {"nodeSelector": {TENANT_KEY: tenant.name}}},
+                ),
+            },
+        ]
+
+    @staticmethod
+    def _isolation(tenant: Tenant) -> dict:
+        ns = tenant.k8s_namespace
+        return {
+            "name": f"{tenant.name}-no-foreign-nodes",
+            "match": rules.pods([ns]),
+            "validate": rules.validate(
+                f"Pods in namespace {ns} may only select and tolerate the nodes of tenant {tenant.name}: use "
+                f"nodeSelector {TENANT_KEY}: {tenant.name} and the toleration {TENANT_KEY}={tenant.name}:NoSchedule "
+                "(operator Equal), or leave both out; they are added on creation.",
+                deny=rules.deny_if(
+                    (rules.value(_SELECTOR), "AnyNotIn", ["", tenant.name]),
+                    (
+                        rules.count(f"{_TOLERATIONS}[?key=='{TENANT_KEY}' && (operator=='Exists' || value!='{tenant.name}')]"),
+                        "GreaterThan",
+                        0,
+                    ),
+                ),
+            ),
+        }
+
+    @staticmethod
+    def _outside(tenants: Sequence[Tenant]) -> dict:
+        namespaces = [t.k8s_namespace for t in tenants]
+        return {
+            "name": "tenant-nodes-only-for-tenants",
+            "match": rules.pods(),
+            "exclude": {"any": [{"resources": {"namespaces": namespaces}}]},
+            "validate": rules.validate(
+                f"Only pods in tenant namespaces ({', '.join(namespaces)}) may tolerate or select tenant nodes; "
+                f"remove the {TENANT_KEY} toleration and nodeSelector, or deploy the pod into its tenant's namespace.",
+                deny=rules.deny_if(
+                    (rules.count(f"{_TOLERATIONS}[?key=='{TENANT_KEY}']"), "GreaterThan", 0),
+                    (rules.value(_SELECTOR), "NotEquals", ""),
+                ),
+            ),
+        }
+
+
+DEDICATED_NODES = DedicatedNodeAdmission()

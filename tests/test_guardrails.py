@@ -9,33 +9,44 @@ import re
 import jmespath
 import pytest
 
+from dataclasses import replace
+
+from conftest import stack_config
 from patterns import offline
+from patterns.access import TENANT_ROLE, TENANT_ROLE_RULES
+from patterns.admission import TENANT_DEFAULTS, TENANT_ISOLATION
 from patterns.cluster import SYSTEM_LABEL
 from patterns.guardrails import (
     GATEWAY_NODES,
     KYVERNO_NAMESPACE,
     NO_NODE_NAME,
-    SIDECAR,
-    SIDECAR_BYPASS_ANNOTATIONS,
-    TENANT_DEFAULTS,
-    TENANT_ISOLATION,
     TENANT_NAMESPACES,
     cluster_policies,
     kyverno_values,
 )
-from patterns.settings import PATTERN_NAMES, ConfigError, Tenant
+from patterns.istio import SIDECAR_BYPASS_ANNOTATIONS
+from patterns.istio import SIDECAR_POLICY as SIDECAR
+from patterns.plan import Plan
+from patterns.program import plan_from_config
+from patterns.settings import PATTERN_NAMES, ConfigError
 from schemas import crd_errors
-from patterns.tenancy import GATEWAY_KEY, TENANT_KEY, TENANT_ROLE, TENANT_ROLE_RULES
-
-TENANTS = [
-    Tenant(name="payments", upstreams=[{"name": "bank", "cidr": "10.100.0.0/24", "ports": [443]}]),
-    Tenant(name="reporting", namespace="reporting-prod",
-           upstreams=[{"name": "dwh", "cidr": "10.102.0.0/24", "ports": [443]}]),
-]
+from patterns.tenancy import GATEWAY_KEY, TENANT_KEY
 
 
-def policies_by_name(pattern: str, gateways: tuple[str, ...] = ()) -> dict[str, dict]:
-    return {p["metadata"]["name"]: p for p in cluster_policies(pattern, TENANTS, gateways)}
+def plan_of(pattern: str) -> Plan:
+    """The shipped stack's plan: tenants payments and reporting (namespace reporting-prod), and more."""
+    return plan_from_config(pattern, offline.engine_config(stack_config(pattern)))
+
+
+def policies_by_name(pattern: str, gateways: tuple[str, ...] | None = None) -> dict[str, dict]:
+    plan = plan_of(pattern)
+    if gateways is not None:
+        plan = replace(plan, spec=replace(plan.spec, gateway_namespaces=gateways))
+    return {p["metadata"]["name"]: p for p in cluster_policies(plan)}
+
+
+def tenant_namespaces(pattern: str) -> list[str]:
+    return [t.k8s_namespace for t in plan_of(pattern).settings.tenants]
 
 
 def rules(policy: dict) -> dict[str, dict]:
@@ -91,12 +102,12 @@ def toleration(key, value=None, operator="Equal"):
 
 @pytest.mark.parametrize("pattern", PATTERN_NAMES)
 def test_policies_validate_against_the_kyverno_crd(pattern):
-    for policy in cluster_policies(pattern, TENANTS, ("gateways",)):
+    for policy in policies_by_name(pattern, ("gateways",)).values():
         assert crd_errors(policy) == [], policy["metadata"]["name"]
 
 
 def test_the_schema_check_can_fail():
-    policy = cluster_policies("subnet-cidr", TENANTS)[0]
+    policy = cluster_policies(plan_of("subnet-cidr"))[0]
     policy["spec"]["rules"][0]["validate"] = {"failureAction": "Block"}
     assert any("'Block' is not one of" in e for e in crd_errors(policy))
     policy["spec"]["rules"][0]["validate"] = {"failureActon": "Enforce"}
@@ -105,7 +116,7 @@ def test_the_schema_check_can_fail():
 
 @pytest.mark.parametrize("pattern", PATTERN_NAMES)
 def test_every_rule_enforces_with_a_message_and_fails_closed(pattern):
-    for policy in cluster_policies(pattern, TENANTS):
+    for policy in policies_by_name(pattern).values():
         spec = policy["spec"]
         assert "validationFailureAction" not in spec  # deprecated; set per rule
         assert spec["webhookConfiguration"]["failurePolicy"] == "Fail"
@@ -187,7 +198,7 @@ def test_a_tenant_pod_is_refused_with_another_tenants_placement(spec, refused):
 )
 def test_pods_outside_tenant_namespaces_cannot_use_tenant_nodes(spec, refused):
     rule = rules(policies_by_name("private-nat")[TENANT_ISOLATION])["tenant-nodes-only-for-tenants"]
-    assert rule["exclude"]["any"][0]["resources"]["namespaces"] == ["payments", "reporting-prod"]
+    assert rule["exclude"]["any"][0]["resources"]["namespaces"] == tenant_namespaces("private-nat")
     assert "namespaces" not in rule["match"]["any"][0]["resources"]
     assert denied(rule, pod(**spec), "default") is refused
 
@@ -211,7 +222,7 @@ def test_cilium_pods_get_and_keep_their_tenant_label():
     assert not denied(own, pod(labels={"app": "x"}), "payments")
     assert denied(own, pod(labels={TENANT_KEY: "reporting"}), "payments", "UPDATE")
     elsewhere = isolation["tenant-label-only-in-tenant-namespaces"]
-    assert elsewhere["exclude"]["any"][0]["resources"]["namespaces"] == ["payments", "reporting-prod"]
+    assert elsewhere["exclude"]["any"][0]["resources"]["namespaces"] == tenant_namespaces("cilium")
     assert denied(elsewhere, pod(labels={TENANT_KEY: "payments"}), "default")
     assert not denied(elsewhere, pod(labels={"app": "x"}), "default")
 
@@ -223,7 +234,7 @@ def test_istio_tenant_pods_keep_the_sidecar():
     policies = policies_by_name("istio")
     sidecar = rules(policies[SIDECAR])
     opt_out = sidecar["no-sidecar-opt-out"]
-    assert opt_out["match"]["any"][0]["resources"]["namespaces"] == ["payments", "reporting-prod"]
+    assert opt_out["match"]["any"][0]["resources"]["namespaces"] == tenant_namespaces("istio")
     assert opt_out["validate"]["pattern"]["metadata"] == {
         "=(labels)": {"=(sidecar.istio.io/inject)": "true"},
         "=(annotations)": {"=(sidecar.istio.io/inject)": "true"},
@@ -250,7 +261,7 @@ def test_only_gateway_pods_tolerate_gateway_nodes(pattern):
     assert denied(rule, pod([{"operator": "Exists"}]), "default")  # tolerates every taint
     assert not denied(rule, pod([toleration(TENANT_KEY, "payments")]), "payments")
     assert not denied(rule, pod(), "default")
-    assert "exclude" not in rules(policies_by_name(pattern)[GATEWAY_NODES])["gateway-taint-only-for-gateways"]
+    assert "exclude" not in rules(policies_by_name(pattern, ())[GATEWAY_NODES])["gateway-taint-only-for-gateways"]
 
 
 @pytest.mark.parametrize("pattern", PATTERN_NAMES)
@@ -312,7 +323,7 @@ def test_cluster_policies_in_the_graph_are_the_generated_ones(graph):
     release = graph.get("kubernetes:helm.sh/v3:Release", "egress-kyverno")
     deployed = {r.inputs["metadata"]["name"]: r for r in graph.by_type("kubernetes:kyverno.io/v1:ClusterPolicy")}
     plan = graph.plan
-    expected = {p["metadata"]["name"]: p for p in cluster_policies("subnet-cidr", plan.settings.tenants)}
+    expected = {p["metadata"]["name"]: p for p in cluster_policies(plan)}
     assert set(deployed) == set(expected)
     for name, resource in deployed.items():
         assert resource.inputs["spec"] == expected[name]["spec"]

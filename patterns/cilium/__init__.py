@@ -21,6 +21,7 @@ Kubernetes documents), `install` (the CNI), `gateway` (the egress path),
 from __future__ import annotations
 
 from ..plan import PatternSpec
+from .admission import TenantLabelAdmission
 from .addresses import IPV4_PER_ENI, checks, egress_ip, egress_ip_block, egress_ips, eni_primary_ip, sources, warnings
 from .gateway import GATEWAY_ENI_TAG, GATEWAY_TAINT, CiliumEgress, GatewaySize
 from .install import AGENT_NOT_READY, CHART, CHART_REPO, CHART_VERSION, NO_MANAGE_TAG, Cilium, helm_values
@@ -34,6 +35,7 @@ SPEC = PatternSpec(
     cni=lambda name, plan, cluster, opts: Cilium(name, plan, cluster, opts),
     tenant_range=lambda settings: None,
     sources=sources,
+    admission=TenantLabelAdmission(),
     checks=checks,
     warnings=warnings,
     node_group_count=lambda settings: 1 + len(settings.availability_zones),
