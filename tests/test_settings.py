@@ -41,30 +41,50 @@ def test_shipped_stack_is_valid():
         ("vpcCidr", "8.8.0.0/16", "egress:vpcCidr", ("not a private range", "10.0.0.0/8")),
         ("onPremCidrs", ["192.0.2.0/24"], "egress:onPremCidrs[0]", ("not a private range",)),
         ("onPremCidrs", ["10.20.128.0/17"], "egress:onPremCidrs[0]", ("overlaps egress:vpcCidr",)),
-        ("onPremCidrs", [], "egress:onPremCidrs", ("at least 1",)),
+        ("onPremCidrs", [], "egress:onPremCidrs", ("is empty", "e.g. [10.100.0.0/14]")),
         ("availabilityZones", ["eu-west-1a"], "egress:availabilityZones", ("at least two distinct AZs",)),
         ("availabilityZones", ["eu-west-1a", "eu-west-1a"], "egress:availabilityZones", ("listed twice",)),
         ("availabilityZones", ["eu-west-1a", "us-east-1b"], "egress:availabilityZones",
          ("'us-east-1b' is not an AZ of region eu-west-1", "eu-west-1a")),
         ("availabilityZones", ["eu-west-1a", "eu-west-1b", "eu-west-1c", "eu-west-1d", "eu-west-1e"],
          "egress:availabilityZones", ("at most 4",)),
-        ("availabilityZones", "eu-west-1a", "egress:availabilityZones", ("valid list",)),
+        ("availabilityZones", "eu-west-1a", "egress:availabilityZones", ("is not a list",)),
         ("pattern", "nat-gateway", "egress:pattern", ("'subnet-cidr'", "'private-nat'", "'cilium'", "'istio'")),
         ("kubernetesVersion", "latest", "egress:kubernetesVersion", ("e.g. '1.35'",)),
         ("transitGatewayId", "tgw-xyz", "egress:transitGatewayId", ("tgw-0123456789abcdef0",)),
         ("clusterAdminRoleArns", ["admin"], "egress:clusterAdminRoleArns[0]", ("arn:aws:iam::<account>:role/<name>",)),
-        ("clusterAdminRoleArns", "arn:aws:iam::111122223333:role/a", "egress:clusterAdminRoleArns", ("valid list",)),
+        ("clusterAdminRoleArns", "arn:aws:iam::111122223333:role/a", "egress:clusterAdminRoleArns", ("is not a list",)),
         ("endpointPublicAccessCidrs", ["0.0.0.0/0"], "egress:endpointPublicAccessCidrs[0]", ("never 0.0.0.0/0",)),
         ("internetEgress", "none", "egress:internetEgress", ("'nat'", "'transit-gateway'")),
-        ("tenantSubnetPrefix", 30, "egress:tenantSubnetPrefix", ("less than or equal to 26",)),
+        ("tenantSubnetPrefix", 30, "egress:tenantSubnetPrefix", ("out of range", "16-26")),
         ("tenants", [], "egress:tenants", ("list at least one tenant",)),
-        ("tenants", "payments", "egress:tenants", ("list of tenants",)),
+        ("tenants", "payments", "egress:tenants", ("is not a list", "- name:")),
+        ("vpcCidr", "10.20.0.0/15", "egress:vpcCidr", ("AWS accepts /16 to /28", "e.g. 10.20.0.0/16")),
+        ("vpcCidr", "10.20.0.0/29", "egress:vpcCidr", ("AWS accepts /16 to /28",)),
+        ("onPremCidrs", ["10.100.0.0/14", "10.200.0.0/16", "10.100.0.0/14"], "egress:onPremCidrs[2]",
+         ("already listed as onPremCidrs[0]", "list it once", "RouteAlreadyExists")),
+        ("clusterAdminRoleArns", ["arn:aws:iam::111122223333:role/a", "arn:aws:iam::111122223333:role/a"],
+         "egress:clusterAdminRoleArns[1]", ("already listed as clusterAdminRoleArns[0]", "one access entry")),
+        ("gatewayInstanceType", "c6in-large", "egress:gatewayInstanceType", ("not an EC2 instance type", "c6in.large")),
+        ("systemNodes", {"instanceType": "m7i-large"}, "egress:systemNodes.instanceType",
+         ("not an EC2 instance type", "m7i.large")),
         ("pattren", "subnet-cidr", "egress:pattren", ("did you mean 'pattern'",)),
         ("vpcCidrs", "10.0.0.0/16", "egress:vpcCidrs", ("did you mean 'vpcCidr'",)),
     ],
 )
 def test_top_level_problems(key, value, reported_key, fragments):
     assert_problem(config_with(**{key: value}), reported_key, *fragments)
+
+
+def test_a_misspelt_key_is_reported_once_not_also_as_missing():
+    found = problems(config_with(pattren="subnet-cidr", pattern=None))
+    assert found == ["egress:pattren: unknown key; did you mean 'pattern'?"]
+
+
+def test_tenants_that_are_not_a_list_are_not_also_called_empty():
+    assert [p for p in problems(config_with(tenants="payments")) if p.startswith("egress:tenants:")] == [
+        "egress:tenants: is not a list; write one tenant per '- name: ...' entry"
+    ]
 
 
 def test_internet_egress_through_a_missing_transit_gateway():
@@ -99,16 +119,20 @@ def test_region_must_exist_in_config():
         ([tenant(upstreams=[upstream(ports=[70000])])], "egress:tenants[0].upstreams[0].ports[0]",
          ("out of range",)),
         ([tenant(upstreams=[upstream(ports="443")])], "egress:tenants[0].upstreams[0].ports",
-         ("valid list",)),
+         ("is not a list",)),
         ([tenant(upstreams=[upstream(host="not a host")])], "egress:tenants[0].upstreams[0].host",
          ("not a host name",)),
         ([tenant(upstreams=[upstream(), upstream()])], "egress:tenants[0].upstreams", ("used twice",)),
-        ([tenant(upstreams=[])], "egress:tenants[0].upstreams", ("at least 1",)),
-        ([tenant(nodes={"min": 1})], "egress:tenants[0].nodes.min", ("greater than or equal to 2",)),
+        ([tenant(upstreams=[])], "egress:tenants[0].upstreams", ("is empty", "at least one upstream")),
+        ([tenant(nodes={"min": 1})], "egress:tenants[0].nodes.min", ("out of range", "2 or more")),
         ([tenant(nodes={"min": 5, "max": 3})], "egress:tenants[0].nodes.min", ("larger than nodes.max",)),
         ([tenant(upstream=[])], "egress:tenants[0].upstream", ("did you mean 'upstreams'",)),
         ([tenant(upstreams=[upstream(port=[443])])], "egress:tenants[0].upstreams[0].port",
          ("did you mean 'ports'",)),
+        ([tenant(nodes={"instanceType": "m7i-large"})], "egress:tenants[0].nodes.instanceType",
+         ("not an EC2 instance type", "e.g. 'm7i.large'")),
+        ([tenant(nodes={"instanceType": "large"})], "egress:tenants[0].nodes.instanceType",
+         ("not an EC2 instance type",)),
         ([tenant(nodes={"instancetype": "m7i.large"})], "egress:tenants[0].nodes.instancetype",
          ("did you mean 'instanceType'",)),
         ([tenant("a", slot=1), tenant("b")], "egress:tenants[1].slot", ("slot 1 is already taken by tenants[0]",)),

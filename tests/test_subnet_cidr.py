@@ -78,7 +78,7 @@ def test_more_tenants_than_the_node_group_quota_get_a_warning():
         {"name": f"app{i:02d}", "upstreams": [{"name": "db", "cidr": "10.100.0.0/24", "ports": [443]}]}
         for i in range(30)
     ]
-    config = config_with(vpcCidr="10.0.0.0/14", tenants=tenants)
+    config = config_with(tenantSubnetPrefix=24, tenants=tenants)  # a /16 VPC holds 46 such tenants
     assert problems(config) == []
     plan = offline.run("quota", config).plan
     assert any("31 managed node groups" in w and "quota" in w for w in plan.warnings)

@@ -36,13 +36,19 @@ def base_checks(s: Partial) -> list[Problem]:
         for dup in sorted({a for a in azs if azs.count(a) > 1}):
             problems.append(Problem(key, f"{dup!r} is listed twice; list each AZ once"))
     if s.region is not None and not _REGION.match(s.region):
-        problems.append(Problem("aws:region", f"{s.region!r} is not an AWS region name, e.g. eu-west-1"))
+        problems.append(Problem("aws:region", f"{s.region!r} is not an AWS region name; use one such as eu-west-1"))
     elif s.region is not None and azs is not None:
         for az in azs:
             if not (az.startswith(s.region) and _AZ_SUFFIX.match(az[len(s.region):])):
                 problems.append(
                     Problem(key, f"{az!r} is not an AZ of region {s.region}; use e.g. {s.region}a")
                 )
+    problems += _listed_twice(
+        "onPremCidrs", s.on_prem_cidrs, "AWS refuses a second identical route (RouteAlreadyExists)"
+    )
+    problems += _listed_twice(
+        "clusterAdminRoleArns", s.cluster_admin_role_arns, "EKS takes one access entry per principal"
+    )
     for index, onprem in enumerate(s.on_prem_cidrs or []):
         if s.vpc_cidr is not None and onprem.overlaps(s.vpc_cidr):
             problems.append(
@@ -69,18 +75,34 @@ def base_checks(s: Partial) -> list[Problem]:
             )
         )
     if s.system_nodes is not None and s.system_nodes.min > s.system_nodes.max:
-        problems.append(Problem(f"{NAMESPACE}:systemNodes.min", "is larger than systemNodes.max"))
+        problems.append(Problem(f"{NAMESPACE}:systemNodes.min",
+                                f"{s.system_nodes.min} is larger than systemNodes.max ({s.system_nodes.max}); "
+                                "lower min or raise max"))
     return problems
 
 
-def tenant_checks(base: Partial, tenants: list[tuple[int, Tenant]], raw: list[Any]) -> list[Problem]:
+def _listed_twice(key: str, values: list | None, why: str) -> list[Problem]:
+    first: dict[Any, int] = {}
+    problems = []
+    for index, value in enumerate(values or []):
+        if value in first:
+            problems.append(
+                Problem(f"{NAMESPACE}:{key}[{index}]",
+                        f"{value} is already listed as {key}[{first[value]}]; list it once: {why}")
+            )
+        first.setdefault(value, index)
+    return problems
+
+
+def tenant_checks(base: Partial, tenants: list[tuple[int, Tenant]], raw: list[Any] | None) -> list[Problem]:
+    """`raw`: the tenants as written, None when they are not a list (reported already)."""
     problems: list[Problem] = []
-    if not raw:
+    if raw == []:
         problems.append(Problem(f"{NAMESPACE}:tenants", "is empty; list at least one tenant"))
     # Uniqueness on the raw entries, so an otherwise invalid tenant still counts;
     # iamRoleArn too: EKS takes one access entry per principal.
     seen: dict[str, dict[Any, int]] = {"name": {}, "namespace": {}, "iamRoleArn": {}}
-    for index, entry in enumerate(raw):
+    for index, entry in enumerate(raw or []):
         if not isinstance(entry, dict):
             continue
         values = {"name": entry.get("name"), "namespace": entry.get("namespace") or entry.get("name"),
@@ -103,7 +125,8 @@ def tenant_checks(base: Partial, tenants: list[tuple[int, Tenant]], raw: list[An
         if tenant.k8s_namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
             problems.append(Problem(f"{key}.namespace", f"{tenant.k8s_namespace!r} is reserved; pick another"))
         if tenant.nodes.min > tenant.nodes.max:
-            problems.append(Problem(f"{key}.nodes.min", "is larger than nodes.max"))
+            problems.append(Problem(f"{key}.nodes.min", f"{tenant.nodes.min} is larger than nodes.max "
+                                                         f"({tenant.nodes.max}); lower min or raise max"))
         for u, upstream in enumerate(tenant.upstreams):
             if base.on_prem_cidrs and not any(upstream.cidr.subnet_of(o) for o in base.on_prem_cidrs):
                 problems.append(

@@ -8,6 +8,7 @@ structural errors (missing, unknown key, wrong choice) are worded here.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, get_origin
@@ -41,10 +42,19 @@ class Problem:
 REQUIRED = "is required; set it in the stack file (see README, 'Configuration')"
 
 
+_DID_YOU_MEAN = re.compile(r"did you mean '([^']+)'\?")
+
+
 def unknown_key_fix(key: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, sorted(known), n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(known))}"
     return f"unknown key; {hint}"
+
+
+def suggestion(message: str) -> str | None:
+    """The key an unknown-key message suggests, if any."""
+    match = _DID_YOU_MEAN.search(message)
+    return match.group(1) if match else None
 
 
 def config_key(prefix: str, loc: Iterable[Any]) -> str:
@@ -73,8 +83,32 @@ def describe(model: type[BaseModel], error: Any, prefix: str) -> Problem:
     elif kind == "literal_error":
         message = f"{error['input']!r} is not allowed; use one of {error['ctx']['expected']}"
     else:
-        message = f"{error['msg'].rstrip('.')} (got {error.get('input')!r})"
+        message = _TYPE_MESSAGES.get(kind, "has a value of the wrong kind; see README, 'Configuration'")
+        message = message.format(got=_shown(error.get("input")))
     return Problem(key, message)
+
+
+# What the user wrote instead of the expected kind of value, by pydantic error type
+# (https://docs.pydantic.dev/latest/errors/validation_errors/). Field rules raise
+# their own messages; only the kind of value is worded here.
+_TYPE_MESSAGES = {
+    "int_parsing": "{got} is not a whole number; write a number such as 2",
+    "int_type": "{got} is not a whole number; write a number such as 2",
+    "int_from_float": "{got} is not a whole number; write a number such as 2",
+    "bool_parsing": "{got} is not a yes/no value; write true or false",
+    "bool_type": "{got} is not a yes/no value; write true or false",
+    "string_type": "{got} is not text; quote it in the stack file",
+    "list_type": "{got} is not a list; write one item per line ('- item') or [a, b]",
+    "dict_type": "{got} is not a mapping; write key: value lines",
+    "model_type": "{got} is not a mapping; write key: value lines",
+    "model_attributes_type": "{got} is not a mapping; write key: value lines",
+}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    return repr(value)
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:

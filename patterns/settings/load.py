@@ -14,7 +14,7 @@ from typing import Annotated, Any, get_origin
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .checks import Partial, base_checks, tenant_checks
-from .errors import NAMESPACE, REQUIRED, ConfigError, Problem, config_key, describe, unknown_key_fix
+from .errors import NAMESPACE, REQUIRED, ConfigError, Problem, config_key, describe, suggestion, unknown_key_fix
 from .models import Settings, Tenant
 
 
@@ -61,13 +61,16 @@ def load_settings(
 
     raw_tenants = data.pop("tenants", [])
     fields, field_problems = _validate_fields(data)
-    reported = {p.key for p in problems}
+    # A misspelt key is reported once, as unknown with its correction, not also as missing.
+    reported = {p.key for p in problems} | {
+        f"{NAMESPACE}:{close}" for p in problems if (close := suggestion(p.message)) and close not in data
+    }
     problems += [p for p in field_problems if p.key not in reported]
     tenants: list[tuple[int, Tenant]] = []
     if not isinstance(raw_tenants, list):
-        problems.append(Problem(f"{NAMESPACE}:tenants", "must be a list of tenants"))
-        raw_tenants = []
-    for index, raw in enumerate(raw_tenants):
+        problems.append(Problem(f"{NAMESPACE}:tenants", "is not a list; write one tenant per '- name: ...' entry"))
+        raw_tenants = None
+    for index, raw in enumerate(raw_tenants or []):
         tenant, tenant_problems = _validate(Tenant, raw, f"tenants[{index}]")
         problems += tenant_problems
         if tenant:
@@ -76,7 +79,7 @@ def load_settings(
     problems += base_checks(fields) + tenant_checks(fields, tenants, raw_tenants)
     if problems:
         raise ConfigError(problems)
-    settings = Settings.model_validate({**data, "tenants": raw_tenants})
+    settings = Settings.model_validate({**data, "tenants": raw_tenants or []})
     if extra_checks and (more := extra_checks(settings)):
         raise ConfigError(more)
     return settings

@@ -12,7 +12,7 @@ import re
 from functools import cached_property
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic.alias_generators import to_camel
 
 PatternName = Literal["subnet-cidr", "private-nat", "cilium", "istio"]
@@ -67,6 +67,8 @@ def _private_api_access(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
 
 
 def _dns_label(value: str) -> str:
+    if len(value) > 40:  # names become part of AWS and Kubernetes resource names
+        raise ValueError(f"{value!r} is longer than 40 characters; use a shorter name")
     if not _DNS_LABEL.match(value):
         raise ValueError(
             f"{value!r} is not a DNS-1123 label; use lower-case letters, digits "
@@ -93,31 +95,53 @@ def _matching(pattern: str, fix: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _port(value: int) -> int:
-    if not 1 <= value <= 65535:
-        raise ValueError(f"{value!r} is out of range; ports are 1-65535")
-    return value
+def _between(low: int, high: int | None, why: str) -> AfterValidator:
+    """A number from `low` to `high` (no upper bound if None); `why` completes the message."""
+
+    def check(value: int) -> int:
+        if value < low or (high is not None and value > high):
+            bounds = f"{low}-{high}" if high is not None else f"{low} or more"
+            raise ValueError(f"{value} is out of range; use {bounds}: {why}")
+        return value
+
+    return AfterValidator(check)
 
 
-def _ports(value: list[int]) -> list[int]:
-    if not value:
-        raise ValueError("is empty; list at least one TCP port, e.g. [443]")
-    return value
+def _not_empty(fix: str) -> AfterValidator:
+    def check(value: list) -> list:
+        if not value:
+            raise ValueError(f"is empty; {fix}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _vpc_range_size(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    # https://docs.aws.amazon.com/vpc/latest/userguide/vpc-cidr-blocks.html: a VPC's
+    # IPv4 ranges, primary and secondary, are /16 (65,536 addresses) to /28.
+    if not 16 <= net.prefixlen <= 28:
+        example = next(net.subnets(new_prefix=16)) if net.prefixlen < 16 else net.supernet(new_prefix=16)
+        raise ValueError(f"{net} cannot be a VPC range; AWS accepts /16 to /28, e.g. {example}")
+    return net
 
 
 Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr)]
 PrivateCidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr), AfterValidator(_private)]
 ApiAccessCidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr), AfterValidator(_private_api_access)]
-DnsLabel = Annotated[str, Field(max_length=40), AfterValidator(_dns_label)]
-Port = Annotated[int, AfterValidator(_port)]
+VpcRange = Annotated[PrivateCidr, AfterValidator(_vpc_range_size)]
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+Port = Annotated[int, _between(1, 65535, "a TCP port")]
+Slot = Annotated[int, _between(0, None, "slots count from 0")]
 IamRoleArn = Annotated[
     str,
-    _matching(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$",
+    _matching(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+",
               "an IAM role ARN; use arn:aws:iam::<account>:role/<name>"),
 ]
-InstanceType = Annotated[
-    str, _matching(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$", "an EC2 instance type; use e.g. 'c6in.large'")
-]
+
+
+def _instance_type(example: str) -> AfterValidator:
+    # EC2 names types family.size, e.g. m7i.large (a dash instead of the dot is a common slip).
+    return _matching(r"[a-z][a-z0-9-]*\.[a-z0-9]+", f"an EC2 instance type; use e.g. {example!r}")
 
 
 class _Model(BaseModel):
@@ -132,28 +156,28 @@ class Upstream(_Model):
     name: DnsLabel
     cidr: PrivateCidr
     host: Annotated[str, AfterValidator(_hostname)] | None = None
-    ports: Annotated[list[Port], AfterValidator(_ports)]
+    ports: Annotated[list[Port], _not_empty("list at least one TCP port, e.g. [443]")]
     protocol: Literal["TLS", "TCP"] = "TLS"
 
 
 class NodeGroupSize(_Model):
+    instance_type: Annotated[str, _instance_type("m7i.large")] = "m7i.large"
     # Two nodes minimum: one per AZ keeps a tenant's egress path alive in an AZ outage.
-    instance_type: str = "m7i.large"
-    min: int = Field(default=2, ge=2)
-    max: int = Field(default=4, ge=2, le=100)
+    min: Annotated[int, _between(2, None, "two nodes keep the group alive when an AZ fails")] = 2
+    max: Annotated[int, _between(2, 100, "at least two nodes, at most 100 per group")] = 4
 
 
 class Tenant(_Model):
     name: DnsLabel
     namespace: DnsLabel | None = None
-    upstreams: list[Upstream] = Field(min_length=1)
+    upstreams: Annotated[list[Upstream], _not_empty("list at least one upstream ({name, cidr, ports})")]
     nodes: NodeGroupSize = NodeGroupSize()
     # Fixed position in the address plan; default: position in the list.
-    slot: int | None = Field(default=None, ge=0)
+    slot: Slot | None = None
     # private-nat: the egress profile (its NAT gateways) the tenant leaves through; default: its own.
     egress_profile: DnsLabel | None = None
     # private-nat: peak simultaneous connections to any one upstream (IP, port), for the capacity warning.
-    expected_connections_per_destination: int | None = Field(default=None, ge=1)
+    expected_connections_per_destination: Annotated[int, _between(1, None, "a connection count")] | None = None
     # The tenant team's IAM role: edit rights in the tenant namespace only.
     iam_role_arn: IamRoleArn | None = None
 
@@ -190,7 +214,7 @@ class NatProfile(_Model):
 
     # Fixed position of the profile's NAT IPs in the egress subnets. Default: the
     # slot of the tenant of the same name; required for a profile no tenant is named after.
-    slot: int | None = Field(default=None, ge=0)
+    slot: Slot | None = None
     # Extra private IPs per NAT gateway, each adding 55,000 connections per destination.
     secondary_ips: Annotated[int, AfterValidator(_secondary_ips)] = 0
 
@@ -198,7 +222,7 @@ class NatProfile(_Model):
 class PrivateNatOptions(_Model):
     # The secondary VPC range tenant subnets come from; it may be reused across VPCs
     # and overlap on-prem, since everything leaving for on-prem is translated by a NAT.
-    tenant_cidr: PrivateCidr = ipaddress.IPv4Network("100.64.0.0/16")
+    tenant_cidr: VpcRange = ipaddress.IPv4Network("100.64.0.0/16")
     profiles: dict[DnsLabel, NatProfile] = {}
 
 
@@ -209,8 +233,10 @@ class Settings(_Model):
     pattern: PatternName
     region: str
     availability_zones: list[str]
-    vpc_cidr: PrivateCidr
-    on_prem_cidrs: list[PrivateCidr] = Field(min_length=1)
+    vpc_cidr: VpcRange
+    on_prem_cidrs: Annotated[
+        list[PrivateCidr], _not_empty("list the on-prem ranges the upstreams live in, e.g. [10.100.0.0/14]")
+    ]
     transit_gateway_id: Annotated[
         str, _matching(r"^(tgw-[0-9a-f]{8,17})?$",
                        "a transit gateway id; use tgw-0123456789abcdef0, or '' for none")
@@ -226,10 +252,11 @@ class Settings(_Model):
     # Private ranges admitted to the private API endpoint (443); empty: egress:onPremCidrs.
     api_access_cidrs: list[ApiAccessCidr] = []
     deletion_protection: bool
-    cluster_subnet_prefix: int = Field(ge=16, le=26)
-    egress_subnet_prefix: int = Field(ge=16, le=28)
-    tenant_subnet_prefix: int = Field(ge=16, le=26)
-    gateway_instance_type: InstanceType
+    # A subnet is /16 to /28 (AWS); node subnets need room for nodes and their pods' IPs.
+    cluster_subnet_prefix: Annotated[int, _between(16, 26, "a cluster subnet holds the system nodes")]
+    egress_subnet_prefix: Annotated[int, _between(16, 28, "AWS subnets are /16 to /28")]
+    tenant_subnet_prefix: Annotated[int, _between(16, 26, "a tenant subnet holds the tenant's nodes")]
+    gateway_instance_type: Annotated[str, _instance_type("c6in.large")]
     system_nodes: NodeGroupSize = NodeGroupSize()
     tenants: list[Tenant] = []
     private_nat: PrivateNatOptions = PrivateNatOptions()
