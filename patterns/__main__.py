@@ -3,6 +3,7 @@ addresses each tenant leaves from, before anything exists.
 `python -m patterns allow-list --stack NAME --format csv|json|md`: the allow-list
 as a file for the firewall team.
 `python -m patterns urns [--write]`: compare (or regenerate) the committed URN snapshots.
+`python -m patterns compare --stack NAME`: the stack's tenants under each pattern.
 `python -m patterns bench`: program evaluation cost per resource as tenants grow."""
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from collections import Counter
 
 from .settings import ConfigError
+from .views.cost import Estimate, estimate
+from .views.deploy_time import DeployTime, modeled
 
 
 def _stack_arguments(command: argparse.ArgumentParser) -> None:
@@ -33,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     urns = commands.add_parser("urns", help="compare every shipped stack's URNs with tests/urns/ (or --write them)")
     urns.add_argument("--write", action="store_true", help="regenerate the snapshots after a reviewed change")
     urns.add_argument("--stack", action="append", help="only this stack (repeatable); default: every shipped stack")
+    compare = commands.add_parser("compare", help="the stack's tenants planned under each of the four patterns")
+    _stack_arguments(compare)
+    compare.add_argument("--format", choices=("text", "json"), default="text")
     bench = commands.add_parser("bench", help="time synthetic stacks of growing tenant counts")
     bench.add_argument("--tenants", type=int, nargs="+", default=[10, 50, 100])
     bench.add_argument("--pattern", default="subnet-cidr")
@@ -58,6 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "urns":
         return urns_command(args.stack, write=args.write)
 
+    if args.command == "compare":
+        from .offline import stack_file
+        from .views import compare as views
+
+        name, stack_config = stack_file(args.stack, args.config_file)
+        rows = views.compare(name, stack_config)
+        if args.format == "json":
+            json.dump(views.to_json(rows), sys.stdout, indent=2)
+            print()
+        else:
+            print(views.to_text(name, rows))
+        return 0
+
     from .offline import run_stack
 
     try:
@@ -66,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.format == "json":
-        json.dump(graph.to_json(), sys.stdout, indent=2)
+        document = {**graph.to_json(), "estimate": estimate(graph).to_json(), "deployTime": modeled(graph).to_json()}
+        json.dump(document, sys.stdout, indent=2)
         print()
         return 0
     print(render_text(graph))
@@ -109,12 +129,50 @@ def render_text(graph) -> str:
     for entry in plan.allow_list:
         lines.append(f"  tenant {entry.tenant} (namespace {entry.namespace})")
         lines.append(f"    sources:      {', '.join(entry.sources)}")
+        if entry.shared_with:
+            lines.append(f"    shared with:  {', '.join(entry.shared_with)} (tell them apart by destination only)")
         for d in entry.destinations:
             host = f" {d.host}" if d.host else ""
             lines.append(f"    destination:  {d.name}{host} {d.cidr} {d.protocol}/{','.join(map(str, d.ports))}")
+    lines += ["", *estimate_text(estimate(graph)), "", *deploy_time_text(modeled(graph))]
     if plan.warnings:
         lines += ["", "warnings:"] + [f"  - {w}" for w in plan.warnings]
     return "\n".join(lines)
+
+
+def estimate_text(cost: Estimate) -> list[str]:
+    lines = [
+        f"monthly cost {cost.label.upper()} (on-demand list prices, {cost.region}): ${cost.monthly_usd:,.2f} with "
+        f"node groups at their minimum, ${cost.monthly_usd_at_max_nodes:,.2f} at their maximum",
+    ]
+    for line in cost.lines:
+        price = "no price" if line.unit_usd is None else f"${line.monthly_usd:,.2f}"
+        mark = "" if line.confirmed else "  (unconfirmed price)"
+        lines.append(f"  {price:>11}  {line.item}: {line.quantity:,.0f} {line.unit}{mark}")
+    for rate in cost.rates:
+        price = "no price" if rate.usd_per_gb is None else f"${rate.usd_per_gb}/GB"
+        lines.append(f"  plus {price} {rate.item}" + ("" if rate.confirmed else " (unconfirmed price)"))
+    if cost.unknown:
+        lines.append(f"  not priced (no data in patterns/views/data/prices.yaml): {'; '.join(cost.unknown)}")
+    for name, figures in cost.capacity.items():
+        if name == "privateNat":
+            lines.append(f"  capacity: {figures['connectionsPerNatIpPerDestination']:,} connections per NAT IP per "
+                         f"destination; {figures['gatewayBandwidthGbps']} Gbps per NAT gateway")
+        if name == "gatewayNodes":
+            for instance_type, limits in figures["instanceTypes"].items():
+                ips = limits["ipv4PerEni"]
+                lines.append(f"  capacity: gateway nodes {instance_type}: {limits['bandwidth']}"
+                             + (f", {ips} IPv4 addresses per ENI" if ips else ""))
+    return lines
+
+
+def deploy_time_text(deploy: DeployTime) -> list[str]:
+    steps = " -> ".join(f"{s.type.rsplit(':', 1)[-1]} {s.name} ({s.seconds} s)" for s in deploy.critical_path if s.seconds)
+    return [
+        f"modeled first `pulumi up`: {deploy.seconds // 60} min {deploy.seconds % 60:02d} s (critical path over "
+        "typical create times, patterns/views/data/create_times.yaml)",
+        f"  {steps}",
+    ]
 
 
 if __name__ == "__main__":

@@ -416,18 +416,19 @@ def run(stack: str, stack_config: Mapping[str, Any]) -> Graph:
     return graph
 
 
-def _stack_file(stack: str | None, config_file: str | Path | None) -> tuple[str, dict[str, Any]]:
+def stack_file(stack: str | None, config_file: str | Path | None) -> tuple[str, dict[str, Any]]:
+    """The stack's name and its `config:` map, by name (stacks/) or path."""
     path = Path(config_file) if config_file else stack_path(stack or "")
     return stack or path.name.removeprefix("Pulumi.").removesuffix(".yaml"), read_stack_file(path)
 
 
 def run_stack(stack: str | None = None, config_file: str | Path | None = None) -> Graph:
-    return run(*_stack_file(stack, config_file))
+    return run(*stack_file(stack, config_file))
 
 
 def plan_stack(stack: str | None = None, config_file: str | Path | None = None) -> Plan:
     """The plan alone (settings, addresses, allow-list), without registering resources."""
-    name, stack_config = _stack_file(stack, config_file)
+    name, stack_config = stack_file(stack, config_file)
     return plan_from_config(name, engine_config(stack_config))
 
 

@@ -13,7 +13,7 @@ from patterns.__main__ import main, render_text
 def test_json_plan_has_the_documented_shape(capsys):
     assert main(["plan", "--stack", "private-nat", "--format", "json"]) == 0
     document = json.loads(capsys.readouterr().out)
-    assert set(document) == {"stack", "pattern", "resources", "allowList", "outputs", "warnings"}
+    assert set(document) == {"stack", "pattern", "resources", "allowList", "outputs", "warnings", "estimate", "deployTime"}
     assert (document["stack"], document["pattern"]) == ("private-nat", "private-nat")
     for resource in document["resources"]:
         assert {"urn", "type", "name", "parent", "custom", "inputs", "dependencies"} <= set(resource)
