@@ -18,6 +18,7 @@ import pulumi_kubernetes as k8s
 
 from .network import Network
 from .plan import Plan
+from .versions import KUBERNETES_MINORS
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
@@ -66,6 +67,7 @@ class Cluster(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.stack = plan.stack
         self.kubernetes_version = settings.kubernetes_version
+        self.pins = KUBERNETES_MINORS[settings.kubernetes_version]  # add-on versions of this minor
 
         self.secrets_key = aws.kms.Key(
             f"{name}-secrets",
@@ -244,13 +246,17 @@ class Cluster(pulumi.ComponentResource):
             ),
         )
 
-    def addon(self, name: str, addon_name: str, *, parent: pulumi.Resource,
+    def addon(self, name: str, addon_name: str, version: str, *, parent: pulumi.Resource,
               configuration: dict | None = None, service_account_role_arn: pulumi.Input[str] | None = None,
               depends_on: list[pulumi.Resource] | None = None) -> aws.eks.Addon:
+        """An EKS managed add-on pinned to `version` (from the cluster minor's row of
+        patterns/versions.py), so a change of egress:kubernetesVersion upgrades it
+        right after the control plane (the add-on reads the cluster's name)."""
         return aws.eks.Addon(
             name,
             cluster_name=self.name,
             addon_name=addon_name,
+            addon_version=version,
             configuration_values=json.dumps(configuration) if configuration else None,
             service_account_role_arn=service_account_role_arn,
             resolve_conflicts_on_create="OVERWRITE",
@@ -258,7 +264,7 @@ class Cluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on),
         )
 
-    def irsa_role(self, name: str, namespace: str, service_account: str, policy_arns: list[str],
+    def irsa_role(self, name: str, namespace: str, service_account: str, policy_arns: list[pulumi.Input[str]],
                   parent: pulumi.Resource) -> aws.iam.Role:
         """A role only the named service account of this cluster can assume."""
         issuer = self.oidc_issuer
@@ -315,10 +321,10 @@ class VpcCni(Cni):
             "env": {"AWS_VPC_K8S_CNI_EXTERNALSNAT": "true" if external_snat else "false"},
         }
         self.vpc_cni = cluster.addon(
-            f"{name}-vpc-cni", "vpc-cni", parent=self,
+            f"{name}-vpc-cni", "vpc-cni", cluster.pins.vpc_cni, parent=self,
             configuration=self.configuration, service_account_role_arn=role.arn,
         )
-        self.kube_proxy = cluster.addon(f"{name}-kube-proxy", "kube-proxy", parent=self)
+        self.kube_proxy = cluster.addon(f"{name}-kube-proxy", "kube-proxy", cluster.pins.kube_proxy, parent=self)
         self.register_outputs({"vpc_cni_role_arn": role.arn})
 
 
@@ -339,6 +345,6 @@ class SystemNodes(pulumi.ComponentResource):
             parent=self,
         )
         self.coredns = cluster.addon(
-            f"{name}-coredns", "coredns", parent=self, depends_on=[self.node_group]
+            f"{name}-coredns", "coredns", cluster.pins.coredns, parent=self, depends_on=[self.node_group]
         )
         self.register_outputs({"node_group": self.node_group.node_group_name})

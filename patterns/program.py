@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 
 from .access import grant_tenant_access
+from .addons import ClusterAddons
 from .cluster import Cluster, SystemNodes
 from .guardrails import Guardrails
 from .network import Network
@@ -38,6 +39,7 @@ def deploy(plan: Plan) -> dict[str, Any]:
     on_cluster = pulumi.ResourceOptions(providers=[cluster.provider])
     cni = plan.spec.cni(NAME, plan, cluster, on_cluster)
     system_nodes = SystemNodes(NAME, plan, network, cluster, cni, opts=on_cluster)
+    ClusterAddons(NAME, plan, cluster, system_nodes, opts=on_cluster)
     guardrails = Guardrails(NAME, plan, cluster, system_nodes, opts=on_cluster)
     namespaces = TenantNamespaces(NAME, plan, opts=on_cluster)
     grant_tenant_access(NAME, plan, cluster, namespaces, entry_parent=guardrails, in_force=guardrails.in_force)

@@ -134,7 +134,7 @@ def test_release_does_not_wait_and_nodes_wait_for_it(graph):
 
 def test_no_aws_node_and_no_kube_proxy(graph):
     addons = {r.inputs["addonName"] for r in graph.by_type("aws:eks/addon:Addon")}
-    assert addons == {"coredns"}
+    assert addons == {"coredns", "metrics-server"}  # no vpc-cni, no kube-proxy
     (eks,) = graph.by_type("eks:index:Cluster")
     assert eks.inputs["bootstrapSelfManagedAddons"] is False
     assert eks.inputs["kubeProxyAddonOptions"]["enabled"] is False

@@ -75,3 +75,11 @@ def test_every_shipped_stack_names_its_own_pattern():
         assert config["egress:pattern"] == stack
         assert len(config["egress:tenants"]) >= 2
         assert len(config["egress:availabilityZones"]) >= 2
+
+
+def test_readme_names_the_supported_kubernetes_window():
+    from patterns.versions import SUPPORTED_MINORS
+
+    assert f"`{SUPPORTED_MINORS[0]}`-`{SUPPORTED_MINORS[-1]}`" in README
+    default = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]["kubernetesVersion"]["default"]
+    assert default in SUPPORTED_MINORS

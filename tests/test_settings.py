@@ -51,6 +51,13 @@ def test_shipped_stack_is_valid():
         ("availabilityZones", "eu-west-1a", "egress:availabilityZones", ("is not a list",)),
         ("pattern", "nat-gateway", "egress:pattern", ("'subnet-cidr'", "'private-nat'", "'cilium'", "'istio'")),
         ("kubernetesVersion", "latest", "egress:kubernetesVersion", ("e.g. '1.35'",)),
+        ("kubernetesVersion", "1.29", "egress:kubernetesVersion", ("1.32, 1.33, 1.34, 1.35, 1.36",)),
+        ("kubernetesVersion", "1.31", "egress:kubernetesVersion", ("not a Kubernetes minor EKS supports",)),
+        ("kubernetesVersion", "1.37", "egress:kubernetesVersion", ("use one of 1.32",)),
+        # An unquoted 1.30-style version: YAML hands over the number 1.3 (float from
+        # the stack file, the string "1.3" from the engine).
+        ("kubernetesVersion", 1.3, "egress:kubernetesVersion", ("unquoted 1.30", "quote it: '1.30'", "use one of 1.32")),
+        ("kubernetesVersion", "1.3", "egress:kubernetesVersion", ("quote it: '1.30'",)),
         ("transitGatewayId", "tgw-xyz", "egress:transitGatewayId", ("tgw-0123456789abcdef0",)),
         ("clusterAdminRoleArns", ["admin"], "egress:clusterAdminRoleArns[0]", ("arn:aws:iam::<account>:role/<name>",)),
         ("clusterAdminRoleArns", "arn:aws:iam::111122223333:role/a", "egress:clusterAdminRoleArns", ("is not a list",)),

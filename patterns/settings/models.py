@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from ..versions import SUPPORTED_MINORS
+
 PatternName = Literal["subnet-cidr", "private-nat", "cilium", "istio"]
 PATTERN_NAMES = get_args(PatternName)
 MAX_AZS = 4  # the address plan reserves this many AZ slots per block
@@ -64,6 +66,23 @@ def _private_api_access(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
             "from, and put public ranges in egress:endpointPublicAccessCidrs instead"
         )
     return net
+
+
+def _kubernetes_minor(value: Any) -> str:
+    supported = ", ".join(SUPPORTED_MINORS)
+    text = str(value).strip()
+    # YAML reads an unquoted 1.30 as the number 1.3; it reaches the program as
+    # 1.3 (a float from the stack file, the string "1.3" from the engine).
+    if re.fullmatch(r"1\.[1-9]", text):
+        meant = f"{text}0"
+        also = "" if meant in SUPPORTED_MINORS else f"; {meant} is not supported either: use one of {supported}"
+        raise ValueError(f"{text} is how YAML reads an unquoted {meant} (a number); quote it: '{meant}'{also}")
+    if text not in SUPPORTED_MINORS:
+        raise ValueError(
+            f"{value!r} is not a Kubernetes minor EKS supports with pinned add-ons; use one of {supported} "
+            "(quoted, e.g. '1.35'; patterns/versions.py lists them with their sources)"
+        )
+    return text
 
 
 def _dns_label(value: str) -> str:
@@ -244,9 +263,7 @@ class Settings(_Model):
     # Nodes pull Cilium, Istio and Kyverno images from public registries, so
     # some path to the internet is required: per-AZ public NAT, or the transit gateway.
     internet_egress: Literal["nat", "transit-gateway"]
-    kubernetes_version: Annotated[
-        str, _matching(r"^1\.\d{2}$", "a Kubernetes minor version; use e.g. '1.35'")
-    ]
+    kubernetes_version: Annotated[str, BeforeValidator(_kubernetes_minor)]
     cluster_admin_role_arns: list[IamRoleArn] = []
     endpoint_public_access_cidrs: list[Cidr] = []
     # Private ranges admitted to the private API endpoint (443); empty: egress:onPremCidrs.
