@@ -148,10 +148,44 @@ def stack_names() -> list[str]:
     return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in STACKS_DIR.glob("Pulumi.*.yaml"))
 
 
+class _StackFileLoader(yaml.SafeLoader):
+    """Safe YAML that records a key given twice in one mapping: PyYAML would keep
+    the last value silently, so one of the two settings would vanish unseen."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.duplicates: list[tuple[Any, int, int]] = []  # key, its line, the first one's line
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in first_line:
+                self.duplicates.append((key, key_node.start_mark.line + 1, first_line[key]))
+            first_line.setdefault(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_stack_yaml(path: Path) -> Any:
+    loader = _StackFileLoader(path.read_text())
+    try:
+        document = loader.get_single_data()
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise ConfigError(
+            Problem(key if isinstance(key, str) and ":" in key else str(path),
+                    f"{key!r} is given twice in {path.name} (lines {first} and {line}); YAML would silently "
+                    "keep only the last: delete one")
+            for key, line, first in loader.duplicates
+        )
+    return document
+
+
 def read_stack_file(path: Path) -> dict[str, Any]:
     """The stack's `config:` map, native YAML values. Malformed files are a ConfigError."""
     try:
-        document = yaml.safe_load(path.read_text())
+        document = _load_stack_yaml(path)
     except FileNotFoundError:
         raise ConfigError([Problem(str(path), "no such stack file; see `ls stacks/`")]) from None
     except yaml.YAMLError as error:

@@ -190,6 +190,38 @@ def test_malformed_stack_file(tmp_path):
         offline.run_stack(config_file=bad)
 
 
+def test_a_key_given_twice_in_a_stack_file_is_refused_not_silently_overwritten(tmp_path):
+    bad = tmp_path / "Pulumi.bad.yaml"
+    bad.write_text(
+        "config:\n  aws:region: eu-west-1\n  egress:vpcCidr: 10.20.0.0/16\n  egress:vpcCidr: 10.21.0.0/16\n"
+        "  egress:tenants:\n    - name: a\n      name: b\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        offline.read_stack_file(bad)
+    found = [str(p) for p in error.value.problems]
+    assert "egress:vpcCidr: 'egress:vpcCidr' is given twice in Pulumi.bad.yaml (lines 3 and 4); " \
+           "YAML would silently keep only the last: delete one" in found
+    assert any(p.startswith(f"{bad}: 'name' is given twice") and "(lines 6 and 7)" in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    "key, fragments",
+    [
+        ("egres:deletionProtection", ("unknown config namespace 'egres'", "did you mean 'egress:deletionProtection'")),
+        ("kubernets:enableServerSideApply", ("did you mean 'kubernetes:enableServerSideApply'",)),
+        ("gcp:project", ("Pulumi would ignore this key", "egress:")),
+    ],
+)
+def test_keys_under_a_namespace_no_one_reads_are_refused(key, fragments):
+    assert_problem(config_with(**{key: "x"}), key, *fragments)
+
+
+def test_provider_and_engine_namespaces_are_legitimate():
+    config = config_with(**{"aws:defaultTags": {"tags": {"team": "platform"}}, "kubernetes:enableServerSideApply": "true",
+                            "pulumi:tags": {"owner": "platform"}})
+    assert problems(config) == []
+
+
 def test_config_errors_come_before_any_resource(monkeypatch):
     registered = []
     monkeypatch.setattr(offline.RecordingMonitor, "RegisterResource", lambda self, r: registered.append(r))

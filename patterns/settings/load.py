@@ -6,6 +6,7 @@ Each top-level value is validated on its own (models.py), its errors translated
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable, Mapping
 from functools import cache
@@ -49,6 +50,8 @@ def load_settings(
             data["region"] = value
         elif full_key == DISABLE_DEFAULT_PROVIDERS:
             problems += _default_provider_problems(value)
+        elif namespace not in KNOWN_NAMESPACES:
+            problems.append(Problem(full_key, _unknown_namespace_fix(namespace, key)))
         elif namespace == NAMESPACE:
             if key not in _TOP_LEVEL_KEYS:
                 problems.append(Problem(full_key, unknown_key_fix(key, _TOP_LEVEL_KEYS)))
@@ -83,6 +86,19 @@ def load_settings(
     if extra_checks and (more := extra_checks(settings)):
         raise ConfigError(more)
     return settings
+
+
+# Config namespaces something in this program reads: its own, the engine's, and
+# the providers it creates resources with. Pulumi hands other namespaces to no
+# one, so a key under one (a typo such as `egres:`) would be ignored silently.
+KNOWN_NAMESPACES = frozenset({NAMESPACE, "pulumi", "aws", "eks", "kubernetes"})
+
+
+def _unknown_namespace_fix(namespace: str, key: str) -> str:
+    close = difflib.get_close_matches(namespace, sorted(KNOWN_NAMESPACES), n=1)
+    hint = (f"did you mean '{close[0]}:{key}'?" if close
+            else f"this program reads {', '.join(f'{n}:' for n in sorted(KNOWN_NAMESPACES))} only")
+    return f"unknown config namespace {namespace!r}: Pulumi would ignore this key; {hint}"
 
 
 @cache
