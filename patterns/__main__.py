@@ -22,6 +22,9 @@ def _stack_arguments(command: argparse.ArgumentParser) -> None:
     source = command.add_mutually_exclusive_group(required=True)
     source.add_argument("--stack", help="stack name: reads stacks/Pulumi.<stack>.yaml")
     source.add_argument("--config-file", help="path of any stack file")
+    command.add_argument("--previous", metavar="FILE",
+                         help="the stack's last deploy: a saved `plan --format json` (or `pulumi stack output "
+                              "--json`), whose assignment keeps tenants, AZs and admins where they are")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         from .views.allow_list import FORMATS
 
         try:
-            plan = plan_stack(stack=args.stack, config_file=args.config_file)
+            plan = plan_stack(stack=args.stack, config_file=args.config_file, previous=args.previous)
         except ConfigError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from .offline import run_stack
 
     try:
-        graph = run_stack(stack=args.stack, config_file=args.config_file)
+        graph = run_stack(stack=args.stack, config_file=args.config_file, previous=args.previous)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

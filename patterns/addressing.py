@@ -7,7 +7,9 @@ allow-list before anything exists. Allocation is positional and aligned:
 
 Each block holds MAX_AZS subnets (one per AZ position), so adding an AZ or a
 tenant never moves an existing range, and a tenant's ranges depend only on its
-slot (its list position unless pinned with `slot`).
+slot. Slots and AZ positions come from the persisted assignment
+(patterns/assignment.py), so reordering, inserting or removing tenants or AZs
+moves nothing else.
 """
 
 from __future__ import annotations
@@ -87,9 +89,10 @@ class _Cursor:
         return ipaddress.IPv4Network((start, prefixlen))
 
 
-def _zonal(block: ipaddress.IPv4Network, prefixlen: int, azs: list[str]) -> tuple[Subnet, ...]:
+def _zonal(block: ipaddress.IPv4Network, prefixlen: int, azs: dict[str, int]) -> tuple[Subnet, ...]:
+    """One subnet per AZ, at the AZ's position in the block (not its place in the list)."""
     parts = list(block.subnets(new_prefix=prefixlen))
-    return tuple(Subnet(az, parts[i]) for i, az in enumerate(azs))
+    return tuple(Subnet(az, parts[position]) for az, position in azs.items())
 
 
 def _block_prefix(prefixlen: int) -> int:
@@ -103,7 +106,8 @@ def plan_addresses(
     """Allocate every range. `tenant_range` is None when the pattern gives tenants
     no subnets of their own, the VPC range to place them after the shared blocks,
     or another range (a secondary VPC CIDR) to place them from its start."""
-    azs = list(settings.availability_zones)
+    positions = settings.assignment.availability_zones
+    azs = {az: positions[az] for az in settings.availability_zones}
     vpc = settings.vpc_cidr
     cursor = _Cursor(vpc)
     problems: list[Problem] = []

@@ -80,15 +80,17 @@ class Cluster(pulumi.ComponentResource):
         self.eks = eks.Cluster(
             name,
             vpc_id=network.vpc_id,
-            private_subnet_ids=network.cluster_subnet_ids,
+            private_subnet_ids=network.control_plane_subnet_ids,
             node_associate_public_ip_address=False,
             version=settings.kubernetes_version,
             endpoint_private_access=True,
             endpoint_public_access=bool(public_cidrs),
             public_access_cidrs=public_cidrs or None,
             authentication_mode=eks.AuthenticationMode.API,
+            # Keyed by principal through the persisted assignment: the key names
+            # the entry, so removing or reordering admins re-creates none.
             access_entries={
-                f"admin-{index}": eks.AccessEntryArgs(
+                key: eks.AccessEntryArgs(
                     principal_arn=arn,
                     access_policies={
                         "cluster-admin": eks.AccessPolicyAssociationArgs(
@@ -97,7 +99,7 @@ class Cluster(pulumi.ComponentResource):
                         )
                     },
                 )
-                for index, arn in enumerate(settings.cluster_admin_role_arns)
+                for arn, key in settings.assignment.admins.items()
             },
             encryption_config_key_arn=self.secrets_key.arn,
             enabled_cluster_log_types=CONTROL_PLANE_LOGS,
@@ -337,7 +339,8 @@ class SystemNodes(pulumi.ComponentResource):
         super().__init__("egress:base:SystemNodes", name, None, opts)
         self.node_group = cluster.node_group(
             f"{name}-system",
-            subnet_ids=network.cluster_subnet_ids,
+            # The control plane's AZs: an appended AZ does not replace this group.
+            subnet_ids=network.control_plane_subnet_ids,
             size=plan.settings.system_nodes,
             labels=SYSTEM_LABEL,
             taints=[],

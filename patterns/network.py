@@ -18,7 +18,8 @@ INTERFACE_ENDPOINTS = ("ec2", "ecr.api", "ecr.dkr", "sts", "logs", "eks", "eks-a
 
 class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
-    cluster_subnet_ids: list[pulumi.Output[str]]
+    cluster_subnet_ids: list[pulumi.Output[str]]  # every AZ: endpoints, transit gateway attachment
+    control_plane_subnet_ids: list[pulumi.Output[str]]  # the AZs the cluster was created with
     private_route_tables: dict[str, aws.ec2.RouteTable]  # by AZ
     transit_gateway_attachment: aws.ec2transitgateway.VpcAttachment | None
     endpoint_security_group: aws.ec2.SecurityGroup
@@ -50,6 +51,12 @@ class Network(pulumi.ComponentResource):
             for s in plan.addresses.cluster_subnets
         }
         self.cluster_subnet_ids = [s.id for s in self.cluster_subnets.values()]
+        # EKS adds no subnet in an AZ the cluster was not created with
+        # (aws/containers-roadmap#2330): the control plane keeps its AZs, and an
+        # appended AZ gets node, gateway and endpoint capacity only.
+        self.control_plane_subnet_ids = [
+            self.cluster_subnets[az].id for az in settings.assignment.control_plane_azs
+        ]
 
         self.transit_gateway_attachment = None
         if settings.transit_gateway_id:
@@ -139,7 +146,10 @@ class Network(pulumi.ComponentResource):
                 opts=vpc_child,
             )
 
-        self.register_outputs({"vpc_id": self.vpc_id, "cluster_subnet_ids": self.cluster_subnet_ids})
+        self.register_outputs({
+            "vpc_id": self.vpc_id, "cluster_subnet_ids": self.cluster_subnet_ids,
+            "control_plane_subnet_ids": self.control_plane_subnet_ids,
+        })
 
     def subnet(self, prefix: str, subnet: Subnet, tags: dict[str, str] | None = None, *,
                parent: pulumi.Resource | None = None, depends_on: list[pulumi.Resource] | None = None) -> aws.ec2.Subnet:

@@ -109,6 +109,7 @@ class Graph:
     outputs: dict[str, Any] = field(default_factory=dict)
     # What the program logged through the engine (`pulumi.log.*`), as (level, message).
     diagnostics: list[tuple[str, str]] = field(default_factory=list)
+    invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (token, args) the program called
 
     def by_type(self, type_: str) -> list[RecordedResource]:
         return [r for r in self.resources if r.type == type_]
@@ -251,14 +252,23 @@ def _plain(value: Any, refs: set[str]) -> Any:
     return value
 
 
+READ_STACK_OUTPUTS = "pulumi:pulumi:readStackOutputs"
+
+
 class _Mocks(pulumi_mocks.Mocks):
     """Plausible provider answers for the types this program reads outputs from."""
 
-    def __init__(self, monitor: RecordingMonitor, region: str):
+    def __init__(self, monitor: RecordingMonitor, region: str, previous_outputs: Mapping[str, Any]):
         self.monitor = monitor
         self.region = region
+        self.previous_outputs = previous_outputs
+        self.invokes: list[tuple[str, dict[str, Any]]] = []
 
     def call(self, args: pulumi_mocks.MockCallArgs):
+        self.invokes.append((args.token, dict(args.args)))
+        if args.token == READ_STACK_OUTPUTS:
+            # The stack's own outputs from its last deploy: a saved plan's, or none.
+            return {"name": args.args["name"], "outputs": dict(self.previous_outputs), "secretOutputNames": []}
         raise NotImplementedError(f"the offline engine has no mock for the call {args.token}")
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
@@ -308,8 +318,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     provider and dependencies (explicit, from Output inputs, and resource
     references passed into remote components)."""
 
-    def __init__(self, region: str, disabled_default_providers: frozenset[str] = frozenset()):
-        super().__init__(_Mocks(self, region))
+    def __init__(self, region: str, previous_outputs: Mapping[str, Any],
+                 disabled_default_providers: frozenset[str] = frozenset()):
+        super().__init__(_Mocks(self, region, previous_outputs))
         self.recorded: list[RecordedResource] = []
         self._components: dict[str, str] = {}
         self.disabled_default_providers = disabled_default_providers
@@ -424,17 +435,20 @@ def disabled_default_providers(config: Mapping[str, str]) -> frozenset[str]:
     return frozenset(json.loads(value)) if value else frozenset()
 
 
-def run(stack: str, stack_config: Mapping[str, Any]) -> Graph:
-    """Plan and register one stack under mocks. Raises ConfigError before any
-    resource is registered when the config is invalid."""
+def run(stack: str, stack_config: Mapping[str, Any], previous_outputs: Mapping[str, Any] | None = None) -> Graph:
+    """Plan and register one stack under mocks. `previous_outputs`: the stack's
+    outputs from its last deploy (a saved plan's `outputs`), which the program
+    reads back as it does under `pulumi up`; none for a first deploy. Raises
+    ConfigError before any resource is registered when the config is invalid."""
     config = engine_config(stack_config)
-    plan = plan_from_config(stack, config)
+    previous_outputs = dict(previous_outputs or {})
+    plan = plan_from_config(stack, config, previous_outputs)
     project = yaml.safe_load(PROJECT_FILE.read_text())["name"]
     reset_options(project=project, stack=stack)
-    monitor = RecordingMonitor(plan.settings.region, disabled_default_providers(config))
+    monitor = RecordingMonitor(plan.settings.region, previous_outputs, disabled_default_providers(config))
     graph = Graph(plan)
     pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor,
-                             logger=_DiagnosticsLogger(graph.diagnostics))
+                             logger=_DiagnosticsLogger(graph.diagnostics), organization="organization")
     set_all_config(config)
     SETTINGS.rpc_manager.clear()
     SETTINGS.outputs.clear()
@@ -447,6 +461,7 @@ def run(stack: str, stack_config: Mapping[str, Any]) -> Graph:
 
     _sync_await(run_pulumi_func(program))
     graph.resources = monitor.recorded
+    graph.invokes = monitor.mocks.invokes
     return graph
 
 
@@ -456,14 +471,36 @@ def stack_file(stack: str | None, config_file: str | Path | None) -> tuple[str, 
     return stack or path.name.removeprefix("Pulumi.").removesuffix(".yaml"), read_stack_file(path)
 
 
-def run_stack(stack: str | None = None, config_file: str | Path | None = None) -> Graph:
-    return run(*stack_file(stack, config_file))
+def read_previous_outputs(path: str | Path | None) -> dict[str, Any]:
+    """The stack outputs in a saved `plan --format json` (or in `pulumi stack
+    output --json`): what the stack's last deploy exported. None: a first deploy."""
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError([Problem(str(path), "no such file; save one with `plan --format json > FILE`")]) from None
+    except json.JSONDecodeError as error:
+        raise ConfigError([Problem(str(path), f"is not JSON ({error.msg}); pass a saved `plan --format json`")]) from None
+    if not isinstance(document, dict):
+        raise ConfigError([Problem(str(path), "is not a saved plan or a stack's outputs")])
+    outputs = document.get("outputs", document)
+    if not isinstance(outputs, dict):
+        raise ConfigError([Problem(str(path), "its 'outputs' is not a mapping of stack outputs")])
+    return outputs
 
 
-def plan_stack(stack: str | None = None, config_file: str | Path | None = None) -> Plan:
+def run_stack(stack: str | None = None, config_file: str | Path | None = None,
+              previous: str | Path | None = None) -> Graph:
+    return run(*stack_file(stack, config_file), read_previous_outputs(previous))
+
+
+def plan_stack(stack: str | None = None, config_file: str | Path | None = None,
+               previous: str | Path | None = None) -> Plan:
     """The plan alone (settings, addresses, allow-list), without registering resources."""
     name, stack_config = stack_file(stack, config_file)
-    return plan_from_config(name, engine_config(stack_config))
+    return plan_from_config(name, engine_config(stack_config), read_previous_outputs(previous))
 
 
 __all__ = ["Graph", "RecordedResource", "run", "run_stack", "plan_stack", "stack_names", "read_stack_file", "NAMESPACE"]

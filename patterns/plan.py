@@ -10,7 +10,8 @@ from typing import Any
 
 from .addressing import AddressPlan, AddressPlanError, plan_addresses
 from .admission import TenantAdmission
-from .settings import NAMESPACE, ConfigError, Problem, Settings, Tenant, load_settings, slot_problems
+from .assignment import OUTPUT as ASSIGNMENT_OUTPUT, Assignment, assign, previous_assignment
+from .settings import NAMESPACE, ConfigError, Problem, Settings, Tenant, load_settings
 
 # The default EKS quota of managed node groups per cluster (adjustable).
 MANAGED_NODE_GROUP_QUOTA = 30
@@ -99,6 +100,9 @@ class PatternSpec:
     warnings: Callable[[Settings, AddressPlan], list[str]] = lambda settings, addresses: []
     # Managed node groups this pattern creates (system group included), for the quota warning.
     node_group_count: Callable[[Settings], int] = lambda settings: 1
+    # The pattern's node groups that span every AZ: a new AZ replaces them
+    # (aws.eks.NodeGroup subnet_ids forces replacement). Named for the plan's warning.
+    multi_az_node_groups: Callable[[Settings], list[str]] = lambda settings: []
     # Config keys only this pattern reads (camelCase): top-level, and per tenant.
     own_keys: tuple[str, ...] = ()
     own_tenant_keys: tuple[str, ...] = ()
@@ -120,8 +124,18 @@ class Plan:
         return [entry.to_json() for entry in self.allow_list]
 
 
-def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, PatternSpec]) -> Plan:
-    """Config -> settings -> addresses -> allow-list. Raises ConfigError listing every problem."""
+def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, PatternSpec],
+              previous_outputs: Mapping[str, Any] | None = None) -> Plan:
+    """Config + the previous deploy's outputs -> settings -> addresses -> allow-list.
+    Raises ConfigError listing every problem."""
+    try:
+        previous = previous_assignment(previous_outputs)
+    except ValueError as error:
+        raise ConfigError([Problem(f"{NAMESPACE}:{ASSIGNMENT_OUTPUT}", str(error))]) from None
+
+    def assigned(settings: Settings) -> tuple[Settings, list[Problem]]:
+        assignment, problems = assign(settings, previous)
+        return settings.with_assignment(assignment), problems
 
     def pattern_checks(settings: Settings) -> list[Problem]:
         spec = patterns.get(settings.pattern)
@@ -133,7 +147,8 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
                     f"use one of: {', '.join(sorted(patterns))}",
                 )
             ]
-        problems = slot_problems(settings) + spec.checks(settings)
+        settings, problems = assigned(settings)
+        problems += spec.checks(settings)
         if not problems:
             try:
                 plan_addresses(settings, spec.tenant_range(settings), spec.tenant_range_key)
@@ -141,7 +156,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
                 problems = error.problems
         return problems
 
-    settings = load_settings(config, extra_checks=pattern_checks)
+    settings, _ = assigned(load_settings(config, extra_checks=pattern_checks))
     spec = patterns[settings.pattern]
     try:
         addresses = plan_addresses(settings, spec.tenant_range(settings), spec.tenant_range_key)
@@ -161,14 +176,55 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
     warnings = (
         _reach_warnings(settings) + list(spec.warnings(settings, addresses)) + _ignored_keys(settings, spec, patterns)
     )
+    warnings += _day2_warnings(settings, spec, previous, bool(previous_outputs))
+    return Plan(stack, settings, spec, addresses, allow_list, tuple(warnings))
+
+
+def _day2_warnings(settings: Settings, spec: PatternSpec, previous: Assignment | None, deployed: bool) -> list[str]:
+    """What this update does to a running stack that the plan alone does not show."""
+    warnings = []
+    assignment = settings.assignment
     groups = spec.node_group_count(settings)
-    if groups > MANAGED_NODE_GROUP_QUOTA:
+    if deployed and previous is None:
         warnings.append(
-            f"this stack creates {groups} managed node groups; the EKS quota 'Managed node groups "
-            f"per cluster' defaults to {MANAGED_NODE_GROUP_QUOTA}: request an increase in Service "
+            f"the previous deploy exported no '{ASSIGNMENT_OUTPUT}': slots, AZ positions and admin entries follow "
+            "list positions this once (as before) and are kept from now on; make this update without "
+            "reordering, inserting or removing tenants, AZs or admins"
+        )
+    new_azs = [az for az in settings.availability_zones if previous and az not in previous.availability_zones]
+    replaced = spec.multi_az_node_groups(settings) if new_azs else []
+    if new_azs:
+        warnings.append(
+            f"new AZ(s) {', '.join(new_azs)}: the control plane stays in "
+            f"{', '.join(assignment.control_plane_azs)} (EKS cannot add AZs to a cluster) and the system nodes "
+            "with it; the new AZs get node and gateway capacity"
+            + (
+                f". Node groups spanning every AZ get a subnet there, which replaces them (NodeGroup subnet_ids "
+                f"forces replacement): {', '.join(replaced)}. Each replacement is created and joins before the old "
+                "group is deleted and drained; see README, 'Day-2 operations'"
+                if replaced else "; no node group is replaced"
+            )
+        )
+    if groups + len(replaced) > MANAGED_NODE_GROUP_QUOTA:
+        during = f" ({groups} + {len(replaced)} replacements while old and new coexist)" if replaced else ""
+        warnings.append(
+            f"this stack creates {groups + len(replaced)} managed node groups{during}; the EKS quota 'Managed "
+            f"node groups per cluster' defaults to {MANAGED_NODE_GROUP_QUOTA}: request an increase in Service "
             "Quotas before `pulumi up`"
         )
-    return Plan(stack, settings, spec, addresses, allow_list, tuple(warnings))
+    for name, slot in assignment.tenants.items():
+        if name not in settings.slots:
+            warnings.append(
+                f"tenant {name!r} was removed; its slot {slot} stays reserved while the firewall may still trust "
+                f"its addresses: list it in {NAMESPACE}:releasedTenants to free the slot"
+            )
+    for az, position in assignment.availability_zones.items():
+        if az not in settings.availability_zones:
+            warnings.append(
+                f"AZ {az!r} was removed; its position {position} stays reserved: list it in "
+                f"{NAMESPACE}:releasedAvailabilityZones to free it"
+            )
+    return warnings
 
 
 def _reach_warnings(settings: Settings) -> list[str]:

@@ -322,6 +322,7 @@ SPEC = PatternSpec(
     checks=_checks,
     warnings=_warnings,
     node_group_count=lambda settings: 1 + len(settings.tenants),
+    multi_az_node_groups=lambda settings: [f"tenant {t.name}" for t in settings.tenants],
     own_keys=("privateNat",),
     own_tenant_keys=("egressProfile", "expectedConnectionsPerDestination"),
 )

@@ -13,6 +13,7 @@ import pulumi
 
 from .access import grant_tenant_access
 from .addons import ClusterAddons
+from .assignment import OUTPUT as ASSIGNMENT_OUTPUT
 from .cluster import Cluster, SystemNodes
 from .guardrails import Guardrails
 from .network import Network
@@ -23,8 +24,10 @@ from .tenancy import TenantNamespaces
 NAME = "egress"  # logical name of the top-level components; part of every URN
 
 
-def plan_from_config(stack: str, config: Mapping[str, Any]) -> Plan:
-    return make_plan(stack, config, PATTERNS)
+def plan_from_config(stack: str, config: Mapping[str, Any],
+                     previous_outputs: Mapping[str, Any] | None = None) -> Plan:
+    """`previous_outputs`: the stack's outputs from its last deploy (empty on the first)."""
+    return make_plan(stack, config, PATTERNS, previous_outputs)
 
 
 def deploy(plan: Plan) -> dict[str, Any]:
@@ -49,4 +52,6 @@ def deploy(plan: Plan) -> dict[str, Any]:
         "vpcId": network.vpc_id,
         "clusterName": cluster.name,
         "egressAllowList": plan.allow_list_json(),
+        # Read back by the next run: what keeps identities independent of list order.
+        ASSIGNMENT_OUTPUT: plan.settings.assignment.to_output(),
     }

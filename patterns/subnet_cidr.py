@@ -51,4 +51,5 @@ SPEC = PatternSpec(
     sources=_tenant_subnet_cidrs,
     admission=DEDICATED_NODES,
     node_group_count=lambda settings: 1 + len(settings.tenants),
+    multi_az_node_groups=lambda settings: [f"tenant {t.name}" for t in settings.tenants],
 )

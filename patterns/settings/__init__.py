@@ -12,7 +12,6 @@ Scalar defaults live in Pulumi.yaml (the CLI applies them; so does the offline
 engine); defaults of object-valued keys live in models.py.
 """
 
-from .checks import slot_problems
 from .errors import NAMESPACE, ConfigError, Problem
 from .load import DISABLE_DEFAULT_PROVIDERS, _field_adapter, load_settings
 from .models import (
@@ -33,5 +32,5 @@ from .models import (
 __all__ = [
     "DISABLE_DEFAULT_PROVIDERS", "MAX_AZS", "NAMESPACE", "NAT_GATEWAY_MAX_IPS", "PATTERN_NAMES", "PRIVATE_RANGES", "RFC1918",
     "ConfigError", "NatProfile", "NodeGroupSize", "PatternName", "PrivateNatOptions", "Problem",
-    "Settings", "Tenant", "Upstream", "_field_adapter", "load_settings", "slot_problems",
+    "Settings", "Tenant", "Upstream", "_field_adapter", "load_settings",
 ]

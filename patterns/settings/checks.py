@@ -152,21 +152,3 @@ def tenant_checks(base: Partial, tenants: list[tuple[int, Tenant]], raw: list[An
         for dup in sorted({n for n in names if names.count(n) > 1}):
             problems.append(Problem(f"{key}.upstreams", f"upstream name {dup!r} is used twice"))
     return problems
-
-
-def slot_problems(settings: Settings) -> list[Problem]:
-    """Two tenants on one slot would share addresses, egress IPs or gateway ports."""
-    taken: dict[int, int] = {}
-    problems = []
-    for index, tenant in enumerate(settings.tenants):
-        slot = settings.slots[tenant.name]
-        if slot in taken:
-            problems.append(
-                Problem(
-                    f"{NAMESPACE}:tenants[{index}].slot",
-                    f"slot {slot} is already taken by tenants[{taken[slot]}]; give each tenant a distinct "
-                    "slot (it fixes the tenant's addresses, egress IPs or gateway ports)",
-                )
-            )
-        taken.setdefault(slot, index)
-    return problems

@@ -12,7 +12,7 @@ import re
 from functools import cached_property
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PrivateAttr
 from pydantic.alias_generators import to_camel
 
 from ..versions import SUPPORTED_MINORS
@@ -277,6 +277,28 @@ class Settings(_Model):
     system_nodes: NodeGroupSize = NodeGroupSize()
     tenants: list[Tenant] = []
     private_nat: PrivateNatOptions = PrivateNatOptions()
+    # Removed tenants / AZs whose reserved slot / position may be reused (see patterns/assignment.py).
+    released_tenants: list[DnsLabel] = []
+    released_availability_zones: list[str] = []
+    # Not config: the assignment of slots, AZ positions, control-plane AZs and
+    # admin keys, resolved against the previous deploy's (see with_assignment).
+    _assignment: Any = PrivateAttr(default=None)
+
+    def with_assignment(self, assignment: Any) -> Settings:
+        settings = self.model_copy()
+        settings.__dict__.pop("slots", None)  # cached from the old assignment
+        settings._assignment = assignment
+        return settings
+
+    @property
+    def assignment(self) -> Any:
+        """The resolved assignment (patterns/assignment.py); without one, list
+        positions, as for a stack's first deploy."""
+        if self._assignment is None:
+            from ..assignment import assign
+
+            self._assignment = assign(self, None)[0]
+        return self._assignment
 
     @property
     def api_access_ranges(self) -> list[ipaddress.IPv4Network]:
@@ -286,5 +308,6 @@ class Settings(_Model):
     @cached_property
     def slots(self) -> dict[str, int]:
         """Each tenant's fixed position, which every pattern derives its addresses
-        or ports from: `slot` if pinned, else its position in the list."""
-        return {t.name: i if t.slot is None else t.slot for i, t in enumerate(self.tenants)}
+        or ports from: `slot` if pinned, else where the previous deploy put it, else
+        the lowest free one (see patterns/assignment.py)."""
+        return {t.name: self.assignment.tenants[t.name] for t in self.tenants}
