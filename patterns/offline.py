@@ -318,9 +318,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     provider and dependencies (explicit, from Output inputs, and resource
     references passed into remote components)."""
 
-    def __init__(self, region: str, previous_outputs: Mapping[str, Any],
-                 disabled_default_providers: frozenset[str] = frozenset()):
-        super().__init__(_Mocks(self, region, previous_outputs))
+    def __init__(self, region: str, disabled_default_providers: frozenset[str] = frozenset(),
+                 previous_outputs: Mapping[str, Any] | None = None):
+        super().__init__(_Mocks(self, region, previous_outputs or {}))
         self.recorded: list[RecordedResource] = []
         self._components: dict[str, str] = {}
         self.disabled_default_providers = disabled_default_providers
@@ -445,7 +445,7 @@ def run(stack: str, stack_config: Mapping[str, Any], previous_outputs: Mapping[s
     plan = plan_from_config(stack, config, previous_outputs)
     project = yaml.safe_load(PROJECT_FILE.read_text())["name"]
     reset_options(project=project, stack=stack)
-    monitor = RecordingMonitor(plan.settings.region, previous_outputs, disabled_default_providers(config))
+    monitor = RecordingMonitor(plan.settings.region, disabled_default_providers(config), previous_outputs)
     graph = Graph(plan)
     pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor,
                              logger=_DiagnosticsLogger(graph.diagnostics), organization="organization")
