@@ -235,7 +235,7 @@ def test_an_appended_az_under_cilium_replaces_no_node_group():
 
 def test_replacements_count_against_the_node_group_quota():
     names = POOL[:8] + [f"more-{i}" for i in range(14)]  # 22 tenants + system = 23 groups
-    config = base_config("subnet-cidr", names, vpcCidr="10.0.0.0/12")
+    config = base_config("subnet-cidr", names, tenantSubnetPrefix=26)
     before = plan(config)
     assert not any("managed node groups" in w for w in before.warnings)
     grown = {**config, "egress:availabilityZones": ["eu-west-1a", "eu-west-1b", "eu-west-1c", "eu-west-1d"]}

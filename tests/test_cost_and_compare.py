@@ -126,7 +126,7 @@ def test_an_unknown_instance_type_is_named_and_the_rest_still_priced():
 
 
 def test_plan_prints_the_estimate_in_text_and_json(capsys, monkeypatch):
-    monkeypatch.setattr(offline, "run_stack", lambda stack, config_file: planned(stack))
+    monkeypatch.setattr(offline, "run_stack", lambda stack, config_file, previous=None: planned(stack))
     text = render_text(planned("istio"))
     cost = estimate(planned("istio"))
     assert f"monthly cost ESTIMATE (on-demand list prices, eu-west-1): ${cost.monthly_usd:,.2f}" in text
