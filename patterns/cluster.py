@@ -66,6 +66,7 @@ class Cluster(pulumi.ComponentResource):
         settings = plan.settings
         child = pulumi.ResourceOptions(parent=self)
         self.stack = plan.stack
+        self.vpc_id = network.vpc_id
         self.kubernetes_version = settings.kubernetes_version
         self.pins = KUBERNETES_MINORS[settings.kubernetes_version]  # add-on versions of this minor
 
@@ -214,9 +215,13 @@ class Cluster(pulumi.ComponentResource):
         parent: pulumi.Resource,
         launch_template: aws.ec2.LaunchTemplate | None = None,
         role: NodeRole | None = None,
+        auto_repair: bool = False,
+        after: list[pulumi.Resource] | None = None,
     ) -> aws.eks.NodeGroup:
         """A managed node group in the given private subnets; it waits for the CNI
-        and carries the CNI's start-up taints."""
+        and carries the CNI's start-up taints. `auto_repair`: EKS replaces
+        unhealthy nodes (node_repair_config); `after`: node groups this one is
+        created and updated after (one group at a time)."""
         template = launch_template or self.launch_template
         role = role or self.node_role
         return aws.eks.NodeGroup(
@@ -232,6 +237,7 @@ class Cluster(pulumi.ComponentResource):
                 min_size=size.min, desired_size=size.min, max_size=size.max
             ),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            node_repair_config=aws.eks.NodeGroupNodeRepairConfigArgs(enabled=True) if auto_repair else None,
             labels=labels,
             taints=[t.args() for t in [*taints, *cni.startup_taints]],
             launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
@@ -242,7 +248,7 @@ class Cluster(pulumi.ComponentResource):
                 parent=parent,
                 # Nodes register only with their role's policies in place, and
                 # become Ready only once the CNI is there.
-                depends_on=[*role.policies, cni],
+                depends_on=[*role.policies, cni, *(after or [])],
                 # EKS scales the group; Pulumi keeps only the bounds.
                 ignore_changes=["scalingConfig.desiredSize"],
             ),

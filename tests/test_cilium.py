@@ -44,45 +44,6 @@ def _policies(graph):
     return {r.inputs["metadata"]["name"]: r for r in graph.by_type(POLICY)}
 
 
-# The URNs of what this pattern deploys: a change replaces live gateways, ENIs
-# (the egress IPs) or policies, so it needs an alias (or a deliberate update here).
-CILIUM_URNS = {
-    "egress:cilium:Cilium::egress",
-    "egress:cilium:Cilium$aws:iam/policy:Policy::egress-cilium-operator",
-    "egress:cilium:Cilium$aws:iam/role:Role::egress-cilium-operator",
-    "egress:cilium:Cilium$aws:iam/role:Role$aws:iam/rolePolicyAttachment:RolePolicyAttachment::egress-cilium-operator-0",
-    "egress:cilium:Cilium$kubernetes:helm.sh/v3:Release::egress-cilium",
-    "egress:patterns:CiliumEgress::egress",
-    "egress:patterns:CiliumEgress$aws:ec2/securityGroup:SecurityGroup::egress-gateway-eni",
-    "egress:patterns:CiliumEgress$aws:iam/role:Role::egress-gateway",
-    "egress:patterns:CiliumEgress$aws:iam/role:Role$aws:iam/rolePolicy:RolePolicy::egress-gateway-eni-attach",
-    "egress:patterns:CiliumEgress$aws:iam/role:Role$aws:iam/rolePolicyAttachment:RolePolicyAttachment::egress-gateway-ecr",
-    "egress:patterns:CiliumEgress$aws:iam/role:Role$aws:iam/rolePolicyAttachment:RolePolicyAttachment::egress-gateway-worker",
-    "egress:patterns:CiliumEgress$kubernetes:cilium.io/v2:CiliumEgressGatewayPolicy::egress-payments",
-    "egress:patterns:CiliumEgress$kubernetes:cilium.io/v2:CiliumEgressGatewayPolicy::egress-reporting",
-    *(
-        urn
-        for az in ("eu-west-1a", "eu-west-1b", "eu-west-1c")
-        for urn in (
-            f"egress:patterns:CiliumEgress$aws:ec2/launchTemplate:LaunchTemplate::egress-gateway-{az}",
-            f"egress:patterns:CiliumEgress$aws:eks/nodeGroup:NodeGroup::egress-gateway-{az}",
-            "egress:base:Network$aws:ec2/vpc:Vpc$aws:ec2/subnet:Subnet$aws:ec2/networkInterface:NetworkInterface"
-            f"::egress-gateway-{az}",
-            "egress:base:Network$aws:ec2/vpc:Vpc$aws:ec2/subnet:Subnet$aws:ec2/subnetCidrReservation:"
-            f"SubnetCidrReservation::egress-gateway-{az}-egress-ips",
-        )
-    ),
-}
-
-
-def test_urns_of_the_patterns_resources_are_stable(graph):
-    owned = {
-        r.urn.split("::", 2)[2] for r in graph.resources
-        if any(t in r.urn for t in ("egress:cilium:", "CiliumEgress", "networkInterface", "subnetCidrReservation"))
-    }
-    assert owned == CILIUM_URNS
-
-
 # --- Cilium itself ---------------------------------------------------------------
 
 
@@ -109,8 +70,35 @@ def test_helm_values_for_eks_eni_mode_without_kube_proxy(graph):
     assert values["egressGateway"] == {"enabled": True}
     assert values["identityAllocationMode"] == "crd"
     assert values["ciliumEndpointSlice"] == {"enabled": False}
-    assert values["devices"] == ["ens+"]
     assert values["operator"]["nodeSelector"]["egress/role"] == "system"
+
+
+def test_cluster_name_and_eni_garbage_collection_tags_name_this_cluster(graph):
+    """Left at "default", every Cilium cluster's operator would garbage-collect
+    the others' detached ENIs in the account and region."""
+    values = _release(graph).inputs["values"]
+    assert values["cluster"] == {"name": "egress-ekscluster"}  # the mock names the EKS cluster egress-eksCluster
+    assert values["eni"]["gcTags"] == {"io.cilium/cilium-managed": "true", "io.cilium/cluster-name": "egress-eksCluster"}
+    # Cilium's rule: at most 32 characters, lower-case alphanumerics and dashes.
+    assert cilium.cilium_cluster_name("egress-eksCluster-5f3c2a1") == "egress-ekscluster-5f3c2a1"
+    assert len(cilium.cilium_cluster_name("a" * 40)) == 32
+    with pytest.raises(ValueError):
+        cilium.cilium_cluster_name("egress_eks")
+
+
+def _cilium_device_match(pattern: str, device: str) -> bool:
+    """Cilium's `devices` syntax: a trailing '+' matches any suffix."""
+    return device.startswith(pattern[:-1]) if pattern.endswith("+") else device == pattern
+
+
+@pytest.mark.parametrize("device, attached", [
+    ("ens5", True), ("ens6", True),  # most Nitro instances on AL2023
+    ("enp39s0", True), ("enp40s0", True),  # 8th-generation instances
+    ("lxc1a2b3c", False), ("cilium_host", False), ("cilium_net", False), ("lo", False),
+])
+def test_bpf_devices_cover_every_al2023_nic_name_and_no_cilium_device(graph, device, attached):
+    patterns = _release(graph).inputs["values"]["devices"]
+    assert any(_cilium_device_match(p, device) for p in patterns) is attached
 
 
 def test_helm_values_validate_against_the_chart_schema(graph):
@@ -154,12 +142,55 @@ def test_operator_role_is_irsa_for_the_operator_service_account(graph):
     assert list(trust["Condition"]["StringEquals"].values()) == [
         "system:serviceaccount:kube-system:cilium-operator", "sts.amazonaws.com"
     ]
+
+
+def _operator_statements(graph) -> dict[str, dict]:
     policy = json.loads(graph.get("aws:iam/policy:Policy", "egress-cilium-operator").inputs["policy"])
-    actions = set(policy["Statement"][0]["Action"])
-    # The privileges the ENI IPAM docs list beyond AmazonEKS_CNI_Policy.
-    assert {"ec2:DescribeVpcs", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups",
-            "ec2:DescribeManagedPrefixLists", "ec2:GetManagedPrefixListEntries",
-            "ec2:CreateNetworkInterface", "ec2:AssignPrivateIpAddresses"} <= actions
+    return {s["Sid"]: s for s in policy["Statement"]}
+
+
+def _actions(statement) -> set[str]:
+    return set([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+
+
+def test_operator_may_change_enis_only_in_its_vpc_and_cluster(graph):
+    statements = _operator_statements(graph)
+    vpc_arn = {"ArnLike": {"ec2:Vpc": "arn:aws:ec2:eu-west-1:*:vpc/vpc-egress-vpc"}}  # the mock VPC id
+    allowed = set().union(*(_actions(s) for s in statements.values() if s["Effect"] == "Allow"))
+    # The privileges of the ENI IPAM docs, nothing more.
+    assert allowed == set(cilium.iam.OPERATOR_READ_ACTIONS) | {
+        "ec2:CreateNetworkInterface", "ec2:CreateTags", "ec2:AttachNetworkInterface", "ec2:DeleteNetworkInterface",
+        "ec2:ModifyNetworkInterfaceAttribute", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses",
+    }
+    # Only reads are unscoped (EC2 has no resource-level permission for them).
+    for sid, statement in statements.items():
+        if statement["Effect"] == "Allow" and statement["Resource"] == "*":
+            assert _actions(statement) <= set(cilium.iam.OPERATOR_READ_ACTIONS), sid
+    assert statements["CreateEnisInTheVpc"]["Condition"] == vpc_arn
+    assert statements["CreateTaggedEnis"]["Condition"] == {
+        "StringEquals": {"aws:RequestTag/io.cilium/cluster-name": "egress-eksCluster"}}
+    # As AWS's VPC CNI policy: tags on ENIs only, and here only while creating one.
+    assert statements["TagOnCreateOnly"]["Resource"] == "arn:aws:ec2:eu-west-1:*:network-interface/*"
+    assert statements["TagOnCreateOnly"]["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateNetworkInterface"}}
+    assert statements["ManageItsOwnEnis"]["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/io.cilium/cluster-name": "egress-eksCluster"}}
+    assert statements["PodIpsOnTheVpcsEnis"]["Condition"] == vpc_arn
+    assert statements["AttachToTheClustersNodes"]["Resource"] == "arn:aws:ec2:eu-west-1:*:instance/*"
+    assert statements["AttachToTheClustersNodes"]["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/eks:cluster-name": "egress-eksCluster"}}
+
+
+def test_operator_can_never_touch_or_mark_an_egress_eni(graph):
+    statements = _operator_statements(graph)
+    guard = statements["NeverTouchEgressEnis"]
+    assert guard["Effect"] == "Deny"
+    assert _actions(guard) >= {"ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses",
+                               "ec2:AttachNetworkInterface", "ec2:DetachNetworkInterface",
+                               "ec2:DeleteNetworkInterface", "ec2:ModifyNetworkInterfaceAttribute"}
+    assert guard["Condition"] == {"Null": {"aws:ResourceTag/egress/gateway-eni": "false"}}
+    mark = statements["NeverMarkEgressEnis"]
+    assert mark["Effect"] == "Deny" and _actions(mark) == {"ec2:CreateTags", "ec2:DeleteTags"}
+    assert mark["Condition"] == {"ForAnyValue:StringEquals": {"aws:TagKeys": ["egress/gateway-eni"]}}
 
 
 # --- gateway nodes and egress IPs ----------------------------------------------------
@@ -185,6 +216,21 @@ def test_one_tainted_gateway_node_per_az_in_its_egress_subnet(graph):
             "aws:ec2/routeTable:RouteTable", f"egress-private-{subnet.az}").id
 
 
+def test_gateways_are_auto_repaired_and_upgraded_one_az_at_a_time(graph):
+    groups = _gateway_groups(graph)
+    azs = graph.plan.settings.availability_zones
+    for position, az in enumerate(azs):
+        group = groups[f"egress-gateway-{az}"]
+        assert group.inputs["nodeRepairConfig"] == {"enabled": True}
+        assert group.inputs["updateConfig"] == {"maxUnavailable": 1}
+        gateway_deps = {u.rsplit("::", 1)[1] for u in group.dependencies if "nodeGroup" in u}
+        # Each AZ's group waits for the previous one, so Pulumi replaces or
+        # upgrades them in turn, never two AZs at once.
+        assert gateway_deps == ({f"egress-gateway-{azs[position - 1]}"} if position else set()), az
+    system = graph.get(NODE_GROUP, "egress-system").inputs
+    assert "nodeRepairConfig" not in system  # only the gateways change here
+
+
 def test_egress_ips_are_in_the_reserved_egress_block_and_unique(graph):
     plan = graph.plan
     seen = set()
@@ -202,21 +248,58 @@ def test_egress_ips_are_in_the_reserved_egress_block_and_unique(graph):
     assert len(seen) == len(plan.settings.tenants) * len(plan.addresses.egress_subnets)
 
 
-def test_each_az_eni_holds_the_tenants_ips_and_is_kept_from_cilium_ipam(graph):
+def test_each_az_eni_holds_every_slot_it_can_in_slot_order_and_is_kept_from_cilium_ipam(graph):
     plan = graph.plan
     for subnet in plan.addresses.egress_subnets:
         eni = graph.get("aws:ec2/networkInterface:NetworkInterface", f"egress-gateway-{subnet.az}")
-        tenant_ips = [str(cilium.egress_ips(plan.settings, plan.addresses, t)[subnet.az]) for t in plan.settings.tenants]
+        base = subnet.cidr.network_address
+        # c6in.large: 10 addresses per ENI -> its own (.4) and slots 0-8 (.5-.13), in slot order.
         assert eni.inputs["privateIpListEnabled"] is True
-        assert eni.inputs["privateIpLists"] == [str(cilium.eni_primary_ip(subnet)), *tenant_ips]
+        assert eni.inputs["privateIpLists"] == [str(base + 4 + i) for i in range(10)]
+        for tenant in plan.settings.tenants:
+            ip = cilium.egress_ips(plan.settings, plan.addresses, tenant)[subnet.az]
+            assert eni.inputs["privateIpLists"][1 + plan.settings.slots[tenant.name]] == str(ip)
         assert eni.inputs["subnetId"] == graph.get("aws:ec2/subnet:Subnet", f"egress-gateway-{subnet.az}").id
         assert eni.inputs["tags"]["cilium.io/no_manage"] == "true"
         assert eni.inputs["tags"]["egress/gateway-eni"] == "cilium"
         reservation = graph.get("aws:ec2/subnetCidrReservation:SubnetCidrReservation", f"egress-gateway-{subnet.az}-egress-ips")
         assert reservation.urn in eni.dependencies
+        assert ipaddress.IPv4Address(eni.inputs["privateIpLists"][-1]) in ipaddress.IPv4Network(reservation.inputs["cidrBlock"])
 
 
-def test_gateway_user_data_attaches_the_az_eni_and_routes_from_its_ips(graph):
+def _eni_lists(config) -> dict[str, list[str]]:
+    plan = plan_from_config("cilium", offline.engine_config(config))
+    return {s.az: [str(ip) for ip in cilium.eni_ips(plan.settings, s)] for s in plan.addresses.egress_subnets}
+
+
+@pytest.mark.parametrize("edit", ["add-at-top", "add-at-end", "reorder", "remove", "nine-tenants"])
+def test_adding_reordering_or_removing_tenants_never_changes_an_eni(stack_config, edit):
+    """A change of private_ip_list makes the provider unassign every secondary
+    IP and assign them again: every tenant's egress would drop. The list is
+    the ENI's capacity, whoever holds the slots."""
+    tenants = stack_config["egress:tenants"]
+    new = {**tenants[0], "name": "newcomer", "namespace": "newcomer"}
+    edited = {
+        "add-at-top": [new, *tenants],
+        "add-at-end": [*tenants, new],
+        "reorder": tenants[::-1],
+        "remove": tenants[:1],
+        "nine-tenants": [{**tenants[0], "name": f"t{i}", "namespace": f"t{i}"} for i in range(9)],
+    }[edit]
+    assert _eni_lists({**stack_config, "egress:tenants": edited}) == _eni_lists(stack_config)
+
+
+def test_warnings_say_how_many_more_tenants_fit_before_the_eni_must_grow(graph, stack_config):
+    (warning,) = [w for w in graph.plan.warnings if "tenant IPs" in w]
+    assert "the egress ENIs hold 9 tenant IPs (c6in.large: 10 IPv4 addresses per ENI" in warning
+    assert "7 more tenant(s) fit (slots 2-8)" in warning
+    full = {**stack_config, "egress:tenants": [
+        {**stack_config["egress:tenants"][0], "name": f"t{i}", "namespace": f"t{i}"} for i in range(9)]}
+    plan = plan_from_config("cilium", offline.engine_config(full))
+    assert any("0 more tenant(s) fit without touching the ENIs" in w for w in plan.warnings)
+
+
+def test_gateway_user_data_runs_the_egress_eni_service_for_the_az_eni(graph):
     plan = graph.plan
     for subnet in plan.addresses.egress_subnets:
         template = graph.get("aws:ec2/launchTemplate:LaunchTemplate", f"egress-gateway-{subnet.az}").inputs
@@ -225,18 +308,15 @@ def test_gateway_user_data_attaches_the_az_eni_and_routes_from_its_ips(graph):
         user_data = base64.b64decode(template["userData"]).decode()
         assert user_data.startswith("MIME-Version: 1.0\nContent-Type: multipart/mixed")
         eni = graph.get("aws:ec2/networkInterface:NetworkInterface", f"egress-gateway-{subnet.az}")
-        assert f"ENI_ID={eni.id}\n" in user_data
-        assert f"SUBNET={subnet.cidr}\n" in user_data
-        assert f"ROUTER={subnet.cidr.network_address + 1}\n" in user_data
-        assert "aws ec2 attach-network-interface" in user_data
-        assert 'ip rule add from "$ip" lookup "$TABLE"' in user_data
-        assert "systemctl enable --now egress-eni.service" in user_data
+        assert f"ENI_ID={eni.id}\nSUBNET={subnet.cidr}\nROUTER={subnet.cidr.network_address + 1}\n" in user_data
+        assert "CLUSTER_NAME=egress-eksCluster\nREADY_LABEL=egress/eni-ready\n" in user_data
+        assert cilium.node_script.SCRIPT.read_text() in user_data
         group = _gateway_groups(graph)[f"egress-gateway-{subnet.az}"]
         assert group.inputs["launchTemplate"]["id"] == graph.get(
             "aws:ec2/launchTemplate:LaunchTemplate", f"egress-gateway-{subnet.az}").id
 
 
-def test_only_gateway_nodes_may_attach_this_stacks_gateway_enis(graph):
+def test_only_gateway_nodes_may_attach_this_stacks_gateway_enis_each_to_itself(graph):
     attach = graph.get("aws:iam/rolePolicy:RolePolicy", "egress-gateway-eni-attach")
     gateway_role = graph.get("aws:iam/role:Role", "egress-gateway")
     assert attach.inputs["role"] == gateway_role.name  # the engine's mock names a role after its resource
@@ -246,13 +326,16 @@ def test_only_gateway_nodes_may_attach_this_stacks_gateway_enis(graph):
         assert (group.inputs["nodeRoleArn"] == f"arn:aws:iam::{offline.ACCOUNT}:role/egress-gateway") == gateway
         if gateway:
             assert attach.urn in group.dependencies  # nodes boot only once they may attach the ENI
-    policy = json.loads(attach.inputs["policy"])
-    eni_statement = policy["Statement"][0]
-    assert eni_statement["Resource"] == "arn:aws:ec2:*:*:network-interface/*"
-    assert eni_statement["Condition"] == {"StringEquals": {"aws:ResourceTag/egress/gateway-eni": "cilium"}}
-    assert {a for s in policy["Statement"] for a in [s["Action"]]} == {
-        "ec2:AttachNetworkInterface", "ec2:DescribeNetworkInterfaces"
-    }
+    statements = {s["Sid"]: s for s in json.loads(attach.inputs["policy"])["Statement"]}
+    assert {s["Effect"] for s in statements.values()} == {"Allow"}
+    assert {a for s in statements.values() for a in [s["Action"]]} == {
+        "ec2:AttachNetworkInterface", "ec2:DescribeNetworkInterfaces"}
+    eni = statements["TheStacksEgressEnis"]
+    assert eni["Resource"] == "arn:aws:ec2:eu-west-1:*:network-interface/*"
+    assert eni["Condition"] == {"StringEquals": {"aws:ResourceTag/egress/gateway-eni": "cilium"}}
+    # The instance side: the calling instance only (the variable EC2 sets for
+    # instance-profile credentials), never another node.
+    assert statements["ToItselfOnly"]["Resource"] == "${ec2:SourceInstanceARN}"
 
 
 def test_eni_security_group_allows_only_the_upstreams(graph):
@@ -270,44 +353,66 @@ def test_eni_security_group_allows_only_the_upstreams(graph):
 # --- policies and tenant namespaces ---------------------------------------------------
 
 
-def test_one_policy_per_tenant_with_selectors_cidrs_and_gateways(graph):
+def test_one_az_local_policy_per_tenant_and_az(graph):
     plan = graph.plan
     policies = _policies(graph)
-    assert sorted(policies) == sorted(f"egress-{t.name}" for t in plan.settings.tenants)
+    azs = plan.settings.availability_zones
+    assert sorted(policies) == sorted(f"egress-{t.name}-{az}" for t in plan.settings.tenants for az in azs)
     for tenant in plan.settings.tenants:
-        policy = policies[f"egress-{tenant.name}"]
-        assert (policy.inputs["apiVersion"], policy.inputs["kind"]) == ("cilium.io/v2", "CiliumEgressGatewayPolicy")
-        assert "namespace" not in policy.inputs["metadata"]  # cluster-scoped
-        spec = policy.inputs["spec"]
-        assert spec["selectors"] == [
-            {"podSelector": {"matchLabels": {"egress/tenant": tenant.name,
-                                             "io.kubernetes.pod.namespace": tenant.k8s_namespace}}}
-        ]
-        assert spec["destinationCIDRs"] == [str(u.cidr) for u in tenant.upstreams]
         ips = cilium.egress_ips(plan.settings, plan.addresses, tenant)
-        assert spec["egressGateways"] == [
-            {"nodeSelector": {"matchLabels": {"egress/gateway": "cilium", "topology.kubernetes.io/zone": az}},
-             "egressIP": str(ip)}
-            for az, ip in ips.items()
-        ]
-        assert spec["egressGateway"] == spec["egressGateways"][0]
-        # Created once the gateways (Cilium running, IPs attached) exist.
-        for az in plan.settings.availability_zones:
-            assert graph.get(NODE_GROUP, f"egress-gateway-{az}").urn in policy.dependencies
-            assert graph.get("aws:ec2/networkInterface:NetworkInterface", f"egress-gateway-{az}").urn in policy.dependencies
+        for az in azs:
+            policy = policies[f"egress-{tenant.name}-{az}"]
+            assert (policy.inputs["apiVersion"], policy.inputs["kind"]) == ("cilium.io/v2", "CiliumEgressGatewayPolicy")
+            assert "namespace" not in policy.inputs["metadata"]  # cluster-scoped
+            spec = policy.inputs["spec"]
+            # The tenant's labelled pods, in its namespace, on nodes of this AZ only...
+            assert spec["selectors"] == [{
+                "podSelector": {"matchLabels": {"egress/tenant": tenant.name,
+                                                "io.kubernetes.pod.namespace": tenant.k8s_namespace}},
+                "nodeSelector": {"matchLabels": {"topology.kubernetes.io/zone": az}},
+            }]
+            assert spec["destinationCIDRs"] == [str(u.cidr) for u in tenant.upstreams]
+            # ...through this AZ's gateway, only once its egress IPs are up, with the tenant's IP there.
+            assert spec["egressGateway"] == {
+                "nodeSelector": {"matchLabels": {"egress/gateway": "cilium", "topology.kubernetes.io/zone": az,
+                                                 "egress/eni-ready": "true"}},
+                "egressIP": str(ips[az]),
+            }
+            assert "egressGateways" not in spec
+            for group in _gateway_groups(graph).values():
+                assert group.urn in policy.dependencies
+
+
+def test_a_gateway_loss_affects_only_its_own_azs_pods(graph):
+    """Every tenant pod, on a node in any AZ, matches exactly one policy, and
+    that policy's gateway is in the pod's AZ: losing one gateway leaves every
+    other AZ's pods on their own gateways."""
+    plan = graph.plan
+    policies = [p.inputs["spec"] for p in _policies(graph).values()]
+    for tenant in plan.settings.tenants:
+        pod = {"egress/tenant": tenant.name, "io.kubernetes.pod.namespace": tenant.k8s_namespace}
+        for node_az in plan.settings.availability_zones:
+            node = {"topology.kubernetes.io/zone": node_az}
+            matching = [
+                spec for spec in policies
+                if any(pod.items() >= sel["podSelector"]["matchLabels"].items()
+                       and node.items() >= sel["nodeSelector"]["matchLabels"].items() for sel in spec["selectors"])
+            ]
+            assert len(matching) == 1, (tenant.name, node_az)
+            gateway = matching[0]["egressGateway"]["nodeSelector"]["matchLabels"]
+            assert gateway["topology.kubernetes.io/zone"] == node_az
 
 
 def test_policies_validate_against_the_crd_schema(graph):
     for name, policy in _policies(graph).items():
         document = {k: policy.inputs[k] for k in ("apiVersion", "kind", "metadata", "spec")}
         assert crd_errors(document) == [], name
-        for gateway in document["spec"]["egressGateways"]:
-            ipaddress.IPv4Address(gateway["egressIP"])  # the CRD's isIP rule (CEL, not checked by jsonschema)
+        ipaddress.IPv4Address(document["spec"]["egressGateway"]["egressIP"])  # the CRD's isIP rule (CEL)
     broken = copy.deepcopy(document)
     del broken["spec"]["destinationCIDRs"]
     assert crd_errors(broken)
     broken = copy.deepcopy(document)
-    broken["spec"]["egressGateways"][0]["egressIp"] = broken["spec"]["egressGateways"][0].pop("egressIP")
+    broken["spec"]["selectors"][0]["nodeSelector"]["zone"] = "eu-west-1a"  # not a label selector field
     assert crd_errors(broken)
 
 
@@ -342,9 +447,11 @@ def test_outputs_equal_the_plans_allow_list_of_egress_ips(graph):
     }
 
 
-def test_warnings_state_that_an_egress_ip_does_not_fail_over(graph):
-    (warning,) = [w for w in graph.plan.warnings if "failover" in w]
-    assert "no failover of an egress IP" in warning and "one gateway per AZ" in warning
+def test_warnings_state_which_pods_lose_egress_when_a_gateway_goes_and_for_how_long(graph):
+    (warning,) = [w for w in graph.plan.warnings if "fail an egress IP over" in w]
+    assert "AZ-local" in warning and "the tenants' pods on that AZ's nodes lose egress" in warning
+    assert "Pods in the other 2 AZ(s) keep their egress" in warning
+    assert "about a minute in a node group upgrade" in warning and "up to 30 minutes" in warning
     assert graph.diagnostics.count(("warning", warning)) == 1
 
 

@@ -14,19 +14,24 @@ The AZ's gateway node attaches the ENI at boot and keeps its addresses
 configured (node_script), so a replacement node takes over the same IPs.
 
 Modules: `addresses` (the pure egress-IP plan), `policies` (the rendered
-Kubernetes documents), `install` (the CNI), `gateway` (the egress path),
-`node_script` (the gateway node's boot service).
+Kubernetes documents), `iam` (the IAM policies), `install` (the CNI),
+`gateway` (the egress path), `node_script` (the gateway node's boot service,
+from the package files egress-eni.sh and egress-eni.service).
 """
 
 from __future__ import annotations
 
 from ..plan import PatternSpec
 from .admission import TenantLabelAdmission
-from .addresses import IPV4_PER_ENI, checks, egress_ip, egress_ip_block, egress_ips, eni_primary_ip, sources, warnings
-from .gateway import GATEWAY_ENI_TAG, GATEWAY_TAINT, CiliumEgress, GatewaySize
-from .install import AGENT_NOT_READY, CHART, CHART_REPO, CHART_VERSION, NO_MANAGE_TAG, Cilium, helm_values
-from .node_script import ROUTE_TABLE, gateway_user_data
-from .policies import GATEWAY_LABEL, POLICY_API_VERSION, POLICY_KIND, ZONE_LABEL, policy_name, policy_spec
+from .addresses import (
+    IPV4_PER_ENI, checks, egress_ip, egress_ip_block, egress_ips, eni_capacity, eni_ips, eni_primary_ip, sources,
+    warnings,
+)
+from .gateway import GATEWAY_TAINT, CiliumEgress, GatewaySize
+from .iam import GATEWAY_ENI_TAG, gateway_node_policy, operator_policy
+from .install import AGENT_NOT_READY, CHART, CHART_REPO, CHART_VERSION, NO_MANAGE_TAG, Cilium, cilium_cluster_name, helm_values
+from .node_script import READY_LABEL, gateway_user_data
+from .policies import GATEWAY_LABEL, POLICY_API_VERSION, POLICY_KIND, ZONE_LABEL, gateway_selector, policy_name, policy_spec
 
 SPEC = PatternSpec(
     name="cilium",
@@ -43,8 +48,9 @@ SPEC = PatternSpec(
 
 __all__ = [
     "AGENT_NOT_READY", "CHART", "CHART_REPO", "CHART_VERSION", "GATEWAY_ENI_TAG", "GATEWAY_LABEL",
-    "GATEWAY_TAINT", "IPV4_PER_ENI", "NO_MANAGE_TAG", "POLICY_API_VERSION", "POLICY_KIND", "ROUTE_TABLE",
-    "SPEC", "ZONE_LABEL", "Cilium", "CiliumEgress", "GatewaySize", "checks", "egress_ip", "egress_ip_block",
-    "egress_ips", "eni_primary_ip", "gateway_user_data", "helm_values", "policy_name", "policy_spec",
+    "GATEWAY_TAINT", "IPV4_PER_ENI", "NO_MANAGE_TAG", "POLICY_API_VERSION", "POLICY_KIND", "READY_LABEL",
+    "SPEC", "ZONE_LABEL", "Cilium", "CiliumEgress", "GatewaySize", "checks", "cilium_cluster_name", "egress_ip",
+    "egress_ip_block", "egress_ips", "eni_capacity", "eni_ips", "eni_primary_ip", "gateway_node_policy",
+    "gateway_selector", "gateway_user_data", "helm_values", "operator_policy", "policy_name", "policy_spec",
     "sources", "warnings",
 ]

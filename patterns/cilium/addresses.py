@@ -44,12 +44,39 @@ def sources(settings: Settings, addresses: AddressPlan, tenant: Tenant) -> list[
     return [f"{ip}/32" for ip in egress_ips(settings, addresses, tenant).values()]
 
 
+def reserved_room(settings: Settings) -> int:
+    """Tenant IPs the reserved half of an egress subnet holds: it starts with
+    AWS's reserved addresses and its first usable address is the ENI's own."""
+    block = egress_ip_block(ipaddress.IPv4Network(f"0.0.0.0/{settings.egress_subnet_prefix}"))
+    return block.num_addresses - AWS_RESERVED_HEAD - 1
+
+
+def eni_capacity(settings: Settings) -> int:
+    """Tenant slots every egress ENI holds from its creation on.
+
+    The ENI gets an egress IP for every slot it can hold (the instance type's
+    IPv4 addresses per ENI, less its own), not only for today's tenants: a new
+    tenant then only adds a policy. Changing the ENI's private_ip_list later
+    would make the provider unassign every secondary IP and assign the list
+    again (terraform-provider-aws, internal/service/ec2/vpc_network_interface.go,
+    resourceNetworkInterfaceUpdate, "private_ip_list"): every tenant's egress
+    would drop. For an instance type not in IPV4_PER_ENI the ENI holds the
+    tenants' slots only."""
+    limit = IPV4_PER_ENI.get(settings.gateway_instance_type)
+    if limit is None:
+        return max((settings.slots[t.name] for t in settings.tenants), default=-1) + 1
+    return min(limit - 1, reserved_room(settings))
+
+
+def eni_ips(settings: Settings, subnet: Subnet) -> list[ipaddress.IPv4Address]:
+    """The ENI's private IPs in slot order: its own first (the primary, which
+    never changes), then slot 0, 1, ... whether or not a tenant holds it yet."""
+    return [eni_primary_ip(subnet), *(usable_host(subnet.cidr, 1 + slot) for slot in range(eni_capacity(settings)))]
+
+
 def checks(settings: Settings) -> list[Problem]:
     problems = []
-    block = egress_ip_block(ipaddress.IPv4Network(f"0.0.0.0/{settings.egress_subnet_prefix}"))
-    # The block starts with AWS's reserved addresses and ends before the
-    # subnet's broadcast address; its first usable address is the ENI's own.
-    room = block.num_addresses - AWS_RESERVED_HEAD - 1
+    room = reserved_room(settings)
     for position, tenant in enumerate(settings.tenants):
         slot = settings.slots[tenant.name]
         if slot >= room:
@@ -62,31 +89,49 @@ def checks(settings: Settings) -> list[Problem]:
                 )
             )
     limit = IPV4_PER_ENI.get(settings.gateway_instance_type)
-    needed = 1 + len(settings.tenants)
+    needed = 2 + max((settings.slots[t.name] for t in settings.tenants), default=-1)
     if limit is not None and needed > limit:
         problems.append(
             Problem(
                 f"{NAMESPACE}:gatewayInstanceType",
                 f"{settings.gateway_instance_type} holds {limit} IPv4 addresses per ENI but the egress ENI "
-                f"needs {needed} (its own + one per tenant); pick a type with more, e.g. c6in.4xlarge",
+                f"needs {needed} (its own + one per slot up to the highest tenant slot); pick a type with "
+                "more, e.g. c6in.4xlarge",
             )
         )
     return problems
 
 
 def warnings(settings: Settings, addresses: AddressPlan) -> list[str]:
+    azs = len(addresses.egress_subnets)
     found = [
-        "open-source Cilium has no failover of an egress IP (cilium/cilium#18230): while a gateway "
-        "node is down, the pods Cilium assigned to that gateway lose egress to their upstreams "
-        "(traffic is dropped, never sent from another IP). This stack runs one gateway per AZ, so a "
-        "failure cuts only the pods assigned to that AZ's gateway; EKS replaces the node, which "
-        "re-attaches the same ENI and IPs, and Cilium moves those pods to the other gateways once "
-        "the failed Node object is deleted. After a gateway node is replaced, re-apply the tenant "
-        "policies (Cilium does not re-read a node's addresses); see docs/cilium.md",
+        "one gateway per AZ, AZ-local: each tenant's pods leave through the gateway of their own node's AZ "
+        "(one policy per tenant and AZ), and open-source Cilium does not fail an egress IP over "
+        "(cilium/cilium#18230). When a gateway goes, the tenants' pods on that AZ's nodes lose egress to "
+        "their upstreams (dropped, never sent from another IP) until the replacement has attached the AZ's "
+        "ENI and labelled itself egress/eni-ready=true: about a minute in a node group upgrade (the new "
+        "node takes the ENI when the old one terminates), a few minutes when EC2 replaces a failed "
+        "instance, up to 30 minutes plus a boot for a hung node (EKS node auto-repair; terminate it by "
+        f"hand to go faster). Pods in the other {azs - 1} AZ(s) keep their egress; spread each tenant's "
+        "replicas across AZs. See docs/cilium.md",
     ]
-    if settings.gateway_instance_type not in IPV4_PER_ENI:
+    capacity = eni_capacity(settings)
+    taken = {settings.slots[t.name] for t in settings.tenants}
+    limit = IPV4_PER_ENI.get(settings.gateway_instance_type)
+    if limit is None:
         found.append(
-            f"egress:gatewayInstanceType {settings.gateway_instance_type} is not in the known list; "
-            f"make sure it holds at least {1 + len(settings.tenants)} IPv4 addresses per ENI"
+            f"egress:gatewayInstanceType {settings.gateway_instance_type} is not in the known list, so the "
+            "egress ENIs hold only today's tenant slots: adding a tenant on a new slot re-assigns every "
+            "egress IP (a few seconds without egress for every tenant); make sure the type holds at least "
+            f"{1 + capacity} IPv4 addresses per ENI"
+        )
+    else:
+        free = sorted(set(range(capacity)) - taken)
+        found.append(
+            f"the egress ENIs hold {capacity} tenant IPs ({settings.gateway_instance_type}: {limit} IPv4 "
+            f"addresses per ENI, one is the ENI's own); {len(free)} more tenant(s) fit"
+            + (f" (slots {free[0]}-{free[-1]})" if free else "")
+            + " without touching the ENIs. Beyond that the gateway instance type must grow, which replaces "
+            "the gateway nodes and re-assigns every egress IP (a few seconds without egress for every tenant)"
         )
     return found

@@ -17,13 +17,13 @@ from ..network import Network
 from ..plan import Plan
 from ..settings import Settings
 from ..tenancy import TENANT_KEY, TenantNamespaces, gateway_taint
-from .addresses import egress_ip, egress_ip_block, egress_ips, eni_primary_ip
+from .addresses import egress_ip_block, egress_ips, eni_ips
+from .iam import GATEWAY_ENI_TAG, gateway_node_policy
 from .install import NO_MANAGE_TAG
 from .node_script import gateway_user_data
-from .policies import GATEWAY_LABEL, POLICY_API_VERSION, POLICY_KIND, policy_name, policy_spec
+from .policies import GATEWAY_LABEL, POLICY_API_VERSION, POLICY_KIND, ZONE_LABEL, policy_name, policy_spec
 
 GATEWAY_TAINT = gateway_taint("cilium")
-GATEWAY_ENI_TAG = "egress/gateway-eni"  # value: the stack; scopes the node role's attach permission
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class CiliumEgress(pulumi.ComponentResource):
         self.node_attach_policy = aws.iam.RolePolicy(
             f"{name}-gateway-eni-attach",
             role=gateway_role.role.name,
-            policy=json.dumps(_attach_policy(stack)),
+            policy=json.dumps(gateway_node_policy(stack, settings.region)),
             opts=pulumi.ResourceOptions(parent=gateway_role.role),
         )
         self.gateway_role = NodeRole(gateway_role.role, [*gateway_role.policies, self.node_attach_policy])
@@ -74,6 +74,7 @@ class CiliumEgress(pulumi.ComponentResource):
         self.subnets: dict[str, aws.ec2.Subnet] = {}
         self.enis: dict[str, aws.ec2.NetworkInterface] = {}
         self.node_groups: dict[str, aws.eks.NodeGroup] = {}
+        previous: list[pulumi.Resource] = []
         for subnet in plan.addresses.egress_subnets:
             az = subnet.az
             resource = network.gateway_subnets[az]
@@ -87,13 +88,14 @@ class CiliumEgress(pulumi.ComponentResource):
                 description="Pinned egress IPs of the tenants",
                 opts=pulumi.ResourceOptions(parent=resource),
             )
-            ips = [eni_primary_ip(subnet), *(egress_ip(settings, subnet, t) for t in settings.tenants)]
             eni = aws.ec2.NetworkInterface(
                 f"{name}-gateway-{az}",
                 subnet_id=resource.id,
-                # An ordered list: the first is the ENI's primary IP, which never changes.
+                # Ordered: the ENI's own address (primary) first, then one per
+                # slot in slot order, every slot it can hold, so adding or
+                # reordering tenants never changes the list (see eni_capacity).
                 private_ip_list_enabled=True,
-                private_ip_lists=[str(ip) for ip in ips],
+                private_ip_lists=[str(ip) for ip in eni_ips(settings, subnet)],
                 security_groups=[self.eni_security_group.id],
                 description=f"Egress IPs of the tenants in {az} ({stack})",
                 tags={**tags, "Name": f"{name}-gateway-{az}", GATEWAY_ENI_TAG: stack, NO_MANAGE_TAG[0]: NO_MANAGE_TAG[1]},
@@ -102,9 +104,9 @@ class CiliumEgress(pulumi.ComponentResource):
             )
             template = cluster.hardened_launch_template(
                 f"{name}-gateway-{az}",
-                user_data=eni.id.apply(
-                    lambda eni_id, cidr=subnet.cidr: base64.b64encode(
-                        gateway_user_data(eni_id, cidr).encode()
+                user_data=pulumi.Output.all(eni.id, cluster.name).apply(
+                    lambda args, cidr=subnet.cidr: base64.b64encode(
+                        gateway_user_data(args[0], cidr, args[1]).encode()
                     ).decode()
                 ),
                 parent=self,
@@ -121,27 +123,35 @@ class CiliumEgress(pulumi.ComponentResource):
                 parent=self,
                 launch_template=template,
                 role=self.gateway_role,
+                # A hung gateway is replaced without a person (EKS: NotReady for 30 min).
+                auto_repair=True,
+                # One AZ at a time: an upgrade (or any replacement) of the gateway
+                # groups never takes two AZs' egress down together.
+                after=previous,
             )
+            previous = [self.node_groups[az]]
 
         self.policies = {}
         for tenant in settings.tenants:
-            self.policies[tenant.name] = k8s.apiextensions.CustomResource(
-                f"{name}-{tenant.name}",
-                api_version=POLICY_API_VERSION,
-                kind=POLICY_KIND,
-                metadata={"name": policy_name(tenant), "labels": {TENANT_KEY: tenant.name}},
-                spec=policy_spec(tenant, egress_ips(settings, plan.addresses, tenant)),
-                opts=pulumi.ResourceOptions(
-                    parent=self,
-                    # The CRD is registered by the Cilium operator at start-up, and
-                    # Cilium picks an egress IP once, when the policy appears: the
-                    # gateway nodes (Ready only with the agent and operator running)
-                    # and their ENIs (the IPs) come first.
-                    depends_on=[*self.node_groups.values(), *self.enis.values()],
-                ),
-            )
+            for az, ip in egress_ips(settings, plan.addresses, tenant).items():
+                self.policies[(tenant.name, az)] = k8s.apiextensions.CustomResource(
+                    f"{name}-{tenant.name}-{az}",
+                    api_version=POLICY_API_VERSION,
+                    kind=POLICY_KIND,
+                    metadata={"name": policy_name(tenant, az), "labels": {TENANT_KEY: tenant.name, ZONE_LABEL: az}},
+                    spec=policy_spec(tenant, az, ip),
+                    opts=pulumi.ResourceOptions(
+                        parent=self,
+                        # The CRD is registered by the Cilium operator at start-up,
+                        # which runs once nodes are Ready. Gateways are picked by
+                        # their ready label, so a policy never needs re-applying
+                        # when a gateway or its ENI changes.
+                        depends_on=list(self.node_groups.values()),
+                    ),
+                )
         self.register_outputs(
-            {"policies": [policy_name(t) for t in settings.tenants], "enis": [e.id for e in self.enis.values()]}
+            {"policies": [p.metadata["name"] for p in self.policies.values()],
+             "enis": [e.id for e in self.enis.values()]}
         )
 
 
@@ -152,21 +162,3 @@ def _egress_rules(settings: Settings) -> dict[tuple[str, int], tuple[str, str]]:
             for port in upstream.ports:
                 rules.setdefault((str(upstream.cidr), port), (tenant.name, upstream.name))
     return rules
-
-
-def _attach_policy(stack: str) -> dict:
-    """Gateway nodes may attach this stack's egress ENIs, nothing else."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": "ec2:AttachNetworkInterface",
-                "Resource": "arn:aws:ec2:*:*:network-interface/*",
-                "Condition": {"StringEquals": {f"aws:ResourceTag/{GATEWAY_ENI_TAG}": stack}},
-            },
-            {"Effect": "Allow", "Action": "ec2:AttachNetworkInterface", "Resource": "arn:aws:ec2:*:*:instance/*"},
-            {"Effect": "Allow", "Action": "ec2:DescribeNetworkInterfaces", "Resource": "*"},
-        ],
-    }
-
