@@ -18,6 +18,13 @@ from typing import Any, Protocol
 from .settings import Tenant
 
 WRITES = ("CREATE", "UPDATE")
+KYVERNO_NAMESPACE = "kyverno"
+# Namespaces no tenant may be given, whatever the pattern: Kubernetes' own
+# ("kube-" is its prefix) and Kyverno's, which its webhooks never check
+# (`config.excludeKyvernoNamespace`). Each pattern adds the namespaces it
+# creates (PatternSpec.own_namespaces).
+PLATFORM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease", KYVERNO_NAMESPACE)
+KUBERNETES_PREFIX = "kube-"
 AUTOGEN = "pod-policies.kyverno.io/autogen-controllers"
 # Pulumi reports a ClusterPolicy created only once this condition holds (the
 # `pulumi.com/waitFor` annotation of pulumi-kubernetes 4.18+, taking precedence

@@ -17,6 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import admission as rules
+from .admission import KYVERNO_NAMESPACE
 from .cluster import SYSTEM_LABEL, Cluster, SystemNodes
 from .plan import Plan
 from .settings import Tenant
@@ -25,7 +26,6 @@ from .tenancy import GATEWAY_KEY, TENANT_KEY
 KYVERNO_REPO = "https://kyverno.github.io/kyverno/"
 KYVERNO_CHART = "kyverno"
 KYVERNO_VERSION = "3.9.0"  # app v1.19.0
-KYVERNO_NAMESPACE = "kyverno"
 # Kyverno's webhooks never see these (kube-system by the selector below, its own
 # namespace by `config.excludeKyvernoNamespace`); cluster add-ons run there.
 UNGUARDED_NAMESPACES = ("kube-system", KYVERNO_NAMESPACE)
@@ -36,6 +36,14 @@ POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
 TENANT_NAMESPACES = "egress-tenant-namespaces"
 GATEWAY_NODES = "egress-gateway-nodes"
 NO_NODE_NAME = "egress-no-node-name"
+NO_EXTERNAL_IPS = "egress-no-external-ips"
+TENANT_OBJECTS = "egress-tenant-objects"
+
+# The priority classes Kubernetes reserves for itself (names starting "system-"
+# are reserved, https://kubernetes.io/docs/concepts/scheduling-eviction/pod-priority-preemption/#priorityclass):
+# a pod using one preempts add-ons such as Kyverno, CoreDNS or istiod.
+SYSTEM_PRIORITY_CLASSES = ("system-node-critical", "system-cluster-critical")
+SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
 
 _TOLERATIONS = "request.object.spec.tolerations"
 
@@ -65,6 +73,56 @@ def _namespace_rules(tenants: Sequence[Tenant], namespace_labels: Mapping[str, M
     return found
 
 
+def _service_rules() -> list[dict]:
+    return [
+        {
+            "name": "no-external-ips",
+            "match": rules.match(["Service"]),
+            "validate": rules.validate(
+                "Service spec.externalIPs makes kube-proxy on every node capture traffic to those addresses, "
+                "including other tenants' upstreams (CVE-2020-8554): remove spec.externalIPs.",
+                deny=rules.deny_if((rules.count("request.object.spec.externalIPs"), "GreaterThan", 0)),
+            ),
+        }
+    ]
+
+
+def _tenant_object_rules(namespaces: list[str]) -> list[dict]:
+    return [
+        {
+            "name": "cluster-ip-services-only",
+            "match": rules.match(["Service"], namespaces),
+            "validate": rules.validate(
+                "Services in tenant namespaces are of type ClusterIP: a NodePort or LoadBalancer Service "
+                "would open a way in from outside the cluster to pods that reach on-prem, and an "
+                "ExternalName Service would add a destination the egress path does not know. Use type "
+                "ClusterIP; ask the platform team for ingress.",
+                deny=rules.deny_if((rules.value("request.object.spec.type"), "AnyNotIn", ["", "ClusterIP"])),
+            ),
+        },
+        {
+            "name": "no-system-priority",
+            "match": rules.pods(namespaces),
+            "validate": rules.validate(
+                "Tenant pods may not use the system priority classes (system-node-critical, "
+                "system-cluster-critical): they would preempt Kyverno, CoreDNS or the mesh control plane. "
+                "Remove spec.priorityClassName.",
+                deny=rules.deny_if((rules.value("request.object.spec.priorityClassName"), "AnyIn", ["system-*"])),
+            ),
+        },
+        {
+            "name": "no-service-account-tokens",
+            "match": rules.match(["Secret"], namespaces),
+            "validate": rules.validate(
+                f"Secrets of type {SERVICE_ACCOUNT_TOKEN} are long-lived tokens that outlive the tenant "
+                "team's IAM access: use the short-lived tokens Kubernetes projects into pods "
+                "(or `kubectl create token`) instead.",
+                deny=rules.deny_if((rules.value("request.object.type"), "Equals", SERVICE_ACCOUNT_TOKEN)),
+            ),
+        },
+    ]
+
+
 def cluster_policies(plan: Plan) -> list[dict[str, Any]]:
     """The ClusterPolicy manifests of a plan: its pattern's, then the shared ones. Pure."""
     spec, settings = plan.spec, plan.settings
@@ -92,6 +150,17 @@ def cluster_policies(plan: Plan) -> list[dict[str, Any]]:
     if gateways:
         gateway_rule["exclude"] = {"any": [{"resources": {"namespaces": gateways}}]}
     policies.append(rules.policy(GATEWAY_NODES, "Only egress gateway pods run on egress gateway nodes.", [gateway_rule]))
+    policies.append(
+        rules.policy(NO_EXTERNAL_IPS, "No Service captures traffic for external addresses.", _service_rules())
+    )
+    policies.append(
+        rules.policy(
+            TENANT_OBJECTS,
+            "Tenant Services stay inside the cluster, tenant pods cannot outrank the platform, and tenants "
+            "mint no long-lived tokens.",
+            _tenant_object_rules([t.k8s_namespace for t in tenants]),
+        )
+    )
     policies.append(
         rules.policy(
             NO_NODE_NAME,

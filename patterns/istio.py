@@ -144,8 +144,6 @@ def _checks(settings: Settings) -> list[Problem]:
     problems: list[Problem] = []
     for t, tenant in enumerate(settings.tenants):
         key = f"{NAMESPACE}:tenants[{t}]"
-        if tenant.k8s_namespace in (ISTIO_NAMESPACE, GATEWAY_NAMESPACE):
-            problems.append(Problem(f"{key}.namespace", f"{tenant.k8s_namespace!r} is Istio's own namespace; pick another"))
         slot = settings.slots[tenant.name]
         if GATEWAY_PORT_BASE + (slot + 1) * GATEWAY_PORT_BLOCK - 1 > 65535:
             top = (65536 - GATEWAY_PORT_BASE) // GATEWAY_PORT_BLOCK - 1
@@ -734,5 +732,6 @@ SPEC = PatternSpec(
     multi_az_node_groups=lambda settings: ["the istio gateway group"],
     # The gateway runs in its namespace; the istio-cni agent (istio-system) runs on every node.
     gateway_namespaces=(GATEWAY_NAMESPACE, ISTIO_NAMESPACE),
+    own_namespaces=(ISTIO_NAMESPACE, GATEWAY_NAMESPACE),
 )
 

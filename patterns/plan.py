@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .addressing import AddressPlan, AddressPlanError, plan_addresses
-from .admission import TenantAdmission
+from .admission import KUBERNETES_PREFIX, PLATFORM_NAMESPACES, TenantAdmission
 from .assignment import OUTPUT as ASSIGNMENT_OUTPUT, Assignment, assign, previous_assignment
 from .settings import NAMESPACE, ConfigError, Problem, Settings, Tenant, load_settings
 
@@ -109,6 +109,8 @@ class PatternSpec:
     # Namespaces of the pattern's egress gateway pods: the only pods admitted
     # with a toleration for the egress gateway nodes' taint.
     gateway_namespaces: tuple[str, ...] = ()
+    # Namespaces the pattern creates: no tenant may be given one, under any pattern.
+    own_namespaces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
                 )
             ]
         settings, problems = assigned(settings)
-        problems += spec.checks(settings)
+        problems += spec.checks(settings) + _reserved_namespace_problems(settings, patterns)
         if not problems:
             try:
                 plan_addresses(settings, spec.tenant_range(settings), spec.tenant_range_key)
@@ -259,6 +261,28 @@ def _with_shared_sources(entries: Iterable[TenantAllowList]) -> tuple[TenantAllo
         ))
         for i, entry in enumerate(entries)
     )
+
+
+def reserved_namespaces(patterns: Mapping[str, PatternSpec]) -> tuple[str, ...]:
+    """Every namespace the stack creates or Kubernetes keeps, under any pattern,
+    so a change of pattern cannot hand a tenant one."""
+    return tuple(sorted({*PLATFORM_NAMESPACES, *(ns for spec in patterns.values() for ns in spec.own_namespaces)}))
+
+
+def _reserved_namespace_problems(settings: Settings, patterns: Mapping[str, PatternSpec]) -> list[Problem]:
+    reserved = reserved_namespaces(patterns)
+    problems = []
+    for index, tenant in enumerate(settings.tenants):
+        namespace = tenant.k8s_namespace
+        if namespace in reserved or namespace.startswith(KUBERNETES_PREFIX):
+            field = "namespace" if tenant.namespace else "name"
+            problems.append(Problem(
+                f"{NAMESPACE}:tenants[{index}].{field}",
+                f"namespace {namespace!r} is reserved (Kubernetes' own, 'kube-*', or one this stack creates: "
+                f"{', '.join(n for n in reserved if n not in ('default', 'kube-system', 'kube-public', 'kube-node-lease'))}); "
+                "set the tenant's namespace to another name",
+            ))
+    return problems
 
 
 def _ignored_keys(settings: Settings, spec: PatternSpec, patterns: Mapping[str, PatternSpec]) -> list[str]:

@@ -19,8 +19,10 @@ from patterns.cluster import SYSTEM_LABEL
 from patterns.guardrails import (
     GATEWAY_NODES,
     KYVERNO_NAMESPACE,
+    NO_EXTERNAL_IPS,
     NO_NODE_NAME,
     TENANT_NAMESPACES,
+    TENANT_OBJECTS,
     cluster_policies,
     kyverno_values,
 )
@@ -132,7 +134,7 @@ def test_every_rule_enforces_with_a_message_and_fails_closed(pattern):
 
 
 def test_which_policies_each_pattern_gets():
-    common = {TENANT_NAMESPACES, GATEWAY_NODES, NO_NODE_NAME}
+    common = {TENANT_NAMESPACES, GATEWAY_NODES, NO_NODE_NAME, NO_EXTERNAL_IPS, TENANT_OBJECTS}
     assert set(policies_by_name("subnet-cidr")) == common | {TENANT_DEFAULTS, TENANT_ISOLATION}
     assert set(policies_by_name("private-nat")) == common | {TENANT_DEFAULTS, TENANT_ISOLATION}
     assert set(policies_by_name("cilium")) == common | {TENANT_DEFAULTS, TENANT_ISOLATION}

@@ -355,7 +355,7 @@ def test_bad_istio_input_is_reported_at_once_before_any_resource():
     with pytest.raises(ConfigError) as error:
         offline.run("bad", {**_base_config(), "egress:tenants": tenants})
     found = {p.key: p.message for p in error.value.problems}
-    assert "Istio's own namespace" in found["egress:tenants[0].namespace"]
+    assert "'istio-egress' is reserved" in found["egress:tenants[0].namespace"]
     assert "wildcard" in found["egress:tenants[0].upstreams[0].host"] and "exact host" in found["egress:tenants[0].upstreams[0].host"]
     assert "256 addresses and no host" in found["egress:tenants[0].upstreams[1].cidr"]
     assert "set host" in found["egress:tenants[0].upstreams[1].cidr"]

@@ -122,8 +122,6 @@ def tenant_checks(base: Partial, tenants: list[tuple[int, Tenant]], raw: list[An
                 seen[field][value] = index
     for index, tenant in tenants:
         key = f"{NAMESPACE}:tenants[{index}]"
-        if tenant.k8s_namespace in ("default", "kube-system", "kube-public", "kube-node-lease"):
-            problems.append(Problem(f"{key}.namespace", f"{tenant.k8s_namespace!r} is reserved; pick another"))
         if tenant.nodes.min > tenant.nodes.max:
             problems.append(Problem(f"{key}.nodes.min", f"{tenant.nodes.min} is larger than nodes.max "
                                                          f"({tenant.nodes.max}); lower min or raise max"))

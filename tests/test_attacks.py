@@ -1,0 +1,273 @@
+"""Attacks by a tenant team acting alone: its IAM role, hence its access entry
+and the edit Role in its own namespace, against each pattern's shipped stack.
+
+One test per attack, over every pattern of the registry where it applies. Each
+asserts the attack is refused by the rendered policies (evaluated as Kyverno
+would, on the object the mutating webhook leaves: tests/kyverno.py) or made
+impossible by the resource graph, and shows the same attack getting through
+once its guard is removed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from functools import lru_cache
+
+import pytest
+
+from conftest import assert_problem, planned, problems, stack_config
+from kyverno import api_server_pod, review, without_rule
+from patterns import offline
+from patterns import program as program_module
+from patterns import plan as plan_module
+from patterns.admission import PLATFORM_NAMESPACES, WAIT_FOR_READY
+from patterns.guardrails import (
+    GATEWAY_NODES,
+    NO_EXTERNAL_IPS,
+    NO_NODE_NAME,
+    SERVICE_ACCOUNT_TOKEN,
+    SYSTEM_PRIORITY_CLASSES,
+    TENANT_OBJECTS,
+    cluster_policies,
+)
+from patterns.plan import Plan, reserved_namespaces
+from patterns.registry import PATTERNS
+from patterns.tenancy import GATEWAY_KEY
+
+PATTERN_NAMES = sorted(PATTERNS)
+CLUSTER_POLICY = "kubernetes:kyverno.io/v1:ClusterPolicy"
+ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
+ACCESS_ENTRY = "aws:eks/accessEntry:AccessEntry"
+
+
+@lru_cache(maxsize=None)
+def plan_of(pattern: str) -> Plan:
+    return offline.plan_from_config(pattern, offline.engine_config(stack_config(pattern)))
+
+
+def policies(pattern: str) -> list[dict]:
+    return cluster_policies(plan_of(pattern))
+
+
+def attacker(pattern: str):
+    """The first tenant (the attacker) and another tenant (the victim)."""
+    tenants = plan_of(pattern).settings.tenants
+    return tenants[0], tenants[1]
+
+
+def pod(**fragment) -> dict:
+    obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "attack"},
+           "spec": {"containers": [{"name": "app", "image": "public.ecr.aws/docker/library/busybox:1.36"}]}}
+    for part, values in fragment.items():
+        obj.setdefault(part, {}).update(copy.deepcopy(values))
+    return api_server_pod(obj)
+
+
+def service(**spec) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "attack"},
+            "spec": {"type": "ClusterIP", "selector": {"app": "x"}, "ports": [{"port": 443}], **spec}}
+
+
+def assert_refused_only_by(pattern: str, obj: dict, namespace: str, policy: str, rule: str) -> None:
+    """Refused with the guard, admitted without it (the guard is what stops it)."""
+    guarded = review(policies(pattern), obj, namespace)
+    assert f"{policy}/{rule}" in guarded.refused_by(), guarded.refusals
+    assert review(without_rule(policies(pattern), policy, rule), obj, namespace).admitted
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+def test_an_ordinary_tenant_pod_and_service_are_admitted(pattern):
+    """The baseline the attacks are measured against: refusals are not blanket."""
+    tenant, _ = attacker(pattern)
+    assert review(policies(pattern), pod(), tenant.k8s_namespace).admitted
+    assert review(policies(pattern), service(), tenant.k8s_namespace).admitted
+
+
+# --- egress identity: every pattern says how a pod could claim one ---------------------------
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+def test_a_tenant_pod_cannot_leave_with_another_identity_or_around_the_egress_path(pattern):
+    spec, plan = PATTERNS[pattern], plan_of(pattern)
+    tenants = plan.settings.tenants
+    own = {p["metadata"]["name"] for p in spec.admission.policies(tenants)}
+    shared_only = [p for p in policies(pattern) if p["metadata"]["name"] not in own]
+    for tenant in tenants:
+        escapes = spec.admission.escapes(tenant, tenants)
+        assert escapes, f"{pattern} names no way for a pod to escape its tenant's identity"
+        for escape in escapes:
+            attack = pod(**escape)
+            assert not review(policies(pattern), attack, tenant.k8s_namespace).admitted, escape
+            # Without the pattern's own policies, the shared guardrails let it through.
+            assert review(shared_only, attack, tenant.k8s_namespace).admitted, escape
+
+
+@pytest.mark.parametrize("pattern", [p for p in PATTERN_NAMES
+                                     if PATTERNS[p].admission.outside_escapes(plan_of(p).settings.tenants)])
+def test_a_pod_outside_the_tenant_namespaces_cannot_take_a_tenant_identity(pattern):
+    spec, tenants = PATTERNS[pattern], plan_of(pattern).settings.tenants
+    own = {p["metadata"]["name"] for p in spec.admission.policies(tenants)}
+    shared_only = [p for p in policies(pattern) if p["metadata"]["name"] not in own]
+    for escape in spec.admission.outside_escapes(tenants):
+        attack = pod(**escape)
+        assert not review(policies(pattern), attack, "apps").admitted, escape
+        assert review(shared_only, attack, "apps").admitted, escape
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+def test_a_tenant_pod_cannot_run_on_egress_gateway_nodes(pattern):
+    tenant, _ = attacker(pattern)
+    for toleration in ({"key": GATEWAY_KEY, "operator": "Exists"}, {"operator": "Exists"}):
+        attack = pod(spec={"tolerations": [toleration]})
+        assert_refused_only_by(pattern, attack, tenant.k8s_namespace, GATEWAY_NODES, "gateway-taint-only-for-gateways")
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+def test_a_tenant_pod_cannot_bypass_the_scheduler(pattern):
+    tenant, _ = attacker(pattern)
+    attack = pod(spec={"nodeName": "ip-10-20-0-10.eu-west-1.compute.internal"})
+    assert_refused_only_by(pattern, attack, tenant.k8s_namespace, NO_NODE_NAME, "no-node-name")
+
+
+# --- Services: CVE-2020-8554 and ways in ------------------------------------------------------
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+def test_a_service_cannot_capture_another_tenants_upstream_with_external_ips(pattern):
+    tenant, victim = attacker(pattern)
+    upstream = str(next(victim.upstreams[0].cidr.hosts()))
+    attack = service(externalIPs=[upstream])
+    assert_refused_only_by(pattern, attack, tenant.k8s_namespace, NO_EXTERNAL_IPS, "no-external-ips")
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+@pytest.mark.parametrize("kind", [
+    {"type": "LoadBalancer"},
+    {"type": "LoadBalancer", "loadBalancerSourceRanges": ["10.0.0.0/8"]},
+    {"type": "NodePort"},
+    {"type": "ExternalName", "externalName": "corebank.corp.example"},
+])
+def test_a_tenant_service_opens_no_way_in(pattern, kind):
+    tenant, _ = attacker(pattern)
+    attack = service(**kind)
+    assert_refused_only_by(pattern, attack, tenant.k8s_namespace, TENANT_OBJECTS, "cluster-ip-services-only")
+
+
+# --- priority, tokens ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+@pytest.mark.parametrize("priority_class", SYSTEM_PRIORITY_CLASSES)
+def test_a_tenant_pod_cannot_preempt_the_platform(pattern, priority_class):
+    tenant, _ = attacker(pattern)
+    attack = pod(spec={"priorityClassName": priority_class})
+    assert_refused_only_by(pattern, attack, tenant.k8s_namespace, TENANT_OBJECTS, "no-system-priority")
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+def test_a_tenant_cannot_mint_a_long_lived_service_account_token(pattern):
+    tenant, _ = attacker(pattern)
+    attack = {"apiVersion": "v1", "kind": "Secret", "type": SERVICE_ACCOUNT_TOKEN,
+              "metadata": {"name": "forever", "annotations": {"kubernetes.io/service-account.name": "default"}}}
+    assert_refused_only_by(pattern, attack, tenant.k8s_namespace, TENANT_OBJECTS, "no-service-account-tokens")
+    opaque = {**attack, "type": "Opaque"}
+    assert review(policies(pattern), opaque, tenant.k8s_namespace).admitted
+
+
+# --- the first deploy: no way in before the policies hold ----------------------------------
+
+
+def tenants_wait_for_the_policies(graph: offline.Graph) -> list[str]:
+    """Why a tenant could get in before every ClusterPolicy is in force (empty: it cannot)."""
+    by_urn = graph.by_urn()
+
+    def ancestors(urn: str) -> set[str]:
+        seen, todo = set(), [urn]
+        while todo:
+            resource = by_urn.get(todo.pop())  # children of remote components are not recorded
+            for dep in resource.dependencies if resource else ():
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
+
+    found = []
+    policies_ = graph.by_type(CLUSTER_POLICY)
+    for policy in policies_:
+        annotations = policy.inputs["metadata"].get("annotations", {})
+        if any(annotations.get(k) != v for k, v in WAIT_FOR_READY.items()):
+            found.append(f"{policy.name} is not awaited until Kyverno reports it Ready")
+    ways_in = graph.by_type(ROLE_BINDING) + graph.by_type(ACCESS_ENTRY)
+    for way_in in ways_in:
+        missing = {p.name for p in policies_} - {by_urn[u].name for u in ancestors(way_in.urn) if u in by_urn}
+        if missing:
+            found.append(f"{way_in.name} does not wait for {sorted(missing)}")
+    return found
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+def test_tenants_get_no_way_in_before_the_admission_policies_are_in_force(pattern):
+    graph = planned(pattern)
+    with_role = [t for t in graph.plan.settings.tenants if t.iam_role_arn]
+    assert with_role and len(graph.by_type(ACCESS_ENTRY)) == len(graph.by_type(ROLE_BINDING)) == len(with_role)
+    assert graph.by_type(CLUSTER_POLICY)
+    assert tenants_wait_for_the_policies(graph) == []
+
+
+def test_without_the_wait_a_tenant_gets_in_during_the_first_deploy(monkeypatch):
+    grant = program_module.grant_tenant_access
+
+    def grant_at_once(*args, **kwargs):
+        return grant(*args, **{**kwargs, "in_force": []})
+
+    monkeypatch.setattr(program_module, "grant_tenant_access", grant_at_once)
+    graph = offline.run_stack("subnet-cidr")
+    assert any("does not wait for" in p for p in tenants_wait_for_the_policies(graph))
+    # A policy Pulumi does not await counts as created before Kyverno enforces it.
+    awaited = planned("subnet-cidr")
+    first = awaited.by_type(CLUSTER_POLICY)[0]
+    unawaited_policy = replace(first, inputs={**first.inputs, "metadata": {"name": first.inputs["metadata"]["name"]}})
+    unawaited = replace(awaited, resources=[unawaited_policy if r is first else r for r in awaited.resources])
+    assert any("not awaited" in p for p in tenants_wait_for_the_policies(unawaited))
+
+
+# --- reserved namespaces --------------------------------------------------------------------
+
+NAMESPACE_TYPE = "kubernetes:core/v1:Namespace"
+
+
+def test_every_namespace_a_stack_creates_is_reserved():
+    """The reserved list is derived from the code (PatternSpec.own_namespaces and
+    the platform's); every shipped stack's graph shows it is complete."""
+    reserved = set(reserved_namespaces(PATTERNS))
+    for pattern in PATTERN_NAMES:
+        graph = planned(pattern)
+        tenant_namespaces = {t.k8s_namespace for t in graph.plan.settings.tenants}
+        created = {r.inputs["metadata"]["name"] for r in graph.by_type(NAMESPACE_TYPE)}
+        assert created - tenant_namespaces <= reserved, pattern
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+@pytest.mark.parametrize("namespace", sorted({*PLATFORM_NAMESPACES, "kube-flannel",
+                                              *(n for s in PATTERNS.values() for n in s.own_namespaces)}))
+def test_a_tenant_cannot_be_given_a_reserved_namespace(pattern, namespace):
+    config = stack_config(pattern)
+    config["egress:tenants"][0] = {**config["egress:tenants"][0], "namespace": namespace}
+    assert_problem(config, "egress:tenants[0].namespace", f"{namespace!r} is reserved",
+                   "set the tenant's namespace to another name")
+
+
+def test_a_tenant_named_like_a_reserved_namespace_is_told_to_set_one():
+    config = stack_config("subnet-cidr")
+    config["egress:tenants"][0] = {**config["egress:tenants"][0], "name": "kyverno"}
+    assert_problem(config, "egress:tenants[0].name", "'kyverno' is reserved")
+
+
+def test_without_the_reserved_list_the_kyverno_namespace_would_be_accepted(monkeypatch):
+    config = stack_config("istio")
+    config["egress:tenants"][0] = {**config["egress:tenants"][0], "namespace": "istio-system"}
+    assert_problem(config, "egress:tenants[0].namespace", "reserved")
+    monkeypatch.setattr(plan_module, "PLATFORM_NAMESPACES", ())
+    monkeypatch.setitem(PATTERNS, "istio", replace(PATTERNS["istio"], own_namespaces=()))
+    assert not problems(config)
