@@ -506,3 +506,16 @@ def test_two_tenants_on_one_slot_would_share_an_egress_ip_and_are_refused(stack_
     config["egress:tenants"][0]["slot"] = 1  # tenants[1] takes slot 1 by its position
     found = _problems(config)
     assert "slot 1 is already taken by tenants[0]" in found["egress:tenants[1].slot"]
+
+
+def test_a_removed_tenants_reserved_slot_keeps_its_ip_and_counts_as_taken(stack_config):
+    """The firewall may still trust a removed tenant's IPs: its slot stays
+    reserved, so it is not offered as free, and the ENI keeps the address."""
+    before = plan_from_config("cilium", offline.engine_config(stack_config))
+    previous = {"assignment": before.settings.assignment.to_output()}
+    removed = {**stack_config, "egress:tenants": stack_config["egress:tenants"][1:]}  # payments (slot 0) goes
+    after = plan_from_config("cilium", offline.engine_config(removed), previous)
+    (warning,) = [w for w in after.warnings if "tenant IPs" in w]
+    assert "7 more tenant(s) fit (slots 2-8)" in warning
+    assert _eni_lists(removed) == _eni_lists(stack_config)
+    assert [str(ip) for ip in cilium.eni_ips(after.settings, after.addresses.egress_subnets[0])][1] == "10.40.68.5"

@@ -64,8 +64,14 @@ def eni_capacity(settings: Settings) -> int:
     tenants' slots only."""
     limit = IPV4_PER_ENI.get(settings.gateway_instance_type)
     if limit is None:
-        return max((settings.slots[t.name] for t in settings.tenants), default=-1) + 1
+        return max(_held_slots(settings), default=-1) + 1
     return min(limit - 1, reserved_room(settings))
+
+
+def _held_slots(settings: Settings) -> set[int]:
+    """Slots of today's tenants and of removed ones still reserved (the
+    firewall may still trust their addresses)."""
+    return set(settings.assignment.tenants.values())
 
 
 def eni_ips(settings: Settings, subnet: Subnet) -> list[ipaddress.IPv4Address]:
@@ -116,7 +122,7 @@ def warnings(settings: Settings, addresses: AddressPlan) -> list[str]:
         "replicas across AZs. See docs/cilium.md",
     ]
     capacity = eni_capacity(settings)
-    taken = {settings.slots[t.name] for t in settings.tenants}
+    taken = _held_slots(settings)
     limit = IPV4_PER_ENI.get(settings.gateway_instance_type)
     if limit is None:
         found.append(
