@@ -272,19 +272,24 @@ def _eni_lists(config) -> dict[str, list[str]]:
     return {s.az: [str(ip) for ip in cilium.eni_ips(plan.settings, s)] for s in plan.addresses.egress_subnets}
 
 
+def _clone(tenant: dict, name: str) -> dict:
+    """Another tenant like `tenant` (its own namespace; no IAM role, which is one per tenant)."""
+    return {**{k: v for k, v in tenant.items() if k != "iamRoleArn"}, "name": name, "namespace": name}
+
+
 @pytest.mark.parametrize("edit", ["add-at-top", "add-at-end", "reorder", "remove", "nine-tenants"])
 def test_adding_reordering_or_removing_tenants_never_changes_an_eni(stack_config, edit):
     """A change of private_ip_list makes the provider unassign every secondary
     IP and assign them again: every tenant's egress would drop. The list is
     the ENI's capacity, whoever holds the slots."""
     tenants = stack_config["egress:tenants"]
-    new = {**tenants[0], "name": "newcomer", "namespace": "newcomer"}
+    new = {**_clone(tenants[0], "newcomer")}
     edited = {
         "add-at-top": [new, *tenants],
         "add-at-end": [*tenants, new],
         "reorder": tenants[::-1],
         "remove": tenants[:1],
-        "nine-tenants": [{**tenants[0], "name": f"t{i}", "namespace": f"t{i}"} for i in range(9)],
+        "nine-tenants": [_clone(tenants[0], f"t{i}") for i in range(9)],
     }[edit]
     assert _eni_lists({**stack_config, "egress:tenants": edited}) == _eni_lists(stack_config)
 
@@ -294,7 +299,7 @@ def test_warnings_say_how_many_more_tenants_fit_before_the_eni_must_grow(graph, 
     assert "the egress ENIs hold 9 tenant IPs (c6in.large: 10 IPv4 addresses per ENI" in warning
     assert "7 more tenant(s) fit (slots 2-8)" in warning
     full = {**stack_config, "egress:tenants": [
-        {**stack_config["egress:tenants"][0], "name": f"t{i}", "namespace": f"t{i}"} for i in range(9)]}
+        _clone(stack_config["egress:tenants"][0], f"t{i}") for i in range(9)]}
     plan = plan_from_config("cilium", offline.engine_config(full))
     assert any("0 more tenant(s) fit without touching the ENIs" in w for w in plan.warnings)
 
