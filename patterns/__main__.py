@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     plan = commands.add_parser("plan", help="plan a stack offline (no cloud, no Pulumi CLI)")
     _stack_arguments(plan)
-    plan.add_argument("--format", choices=("text", "json"), default="text")
+    plan.add_argument("--format", choices=("text", "json", "mermaid"), default="text")
     allow_list = commands.add_parser("allow-list", help="the stack's egress allow-list for the firewall team")
     _stack_arguments(allow_list)
     allow_list.add_argument("--format", choices=("csv", "json", "md"), default="csv")
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     compare = commands.add_parser("compare", help="the stack's tenants planned under each of the four patterns")
     _stack_arguments(compare)
     compare.add_argument("--format", choices=("text", "json"), default="text")
+    docs = commands.add_parser("docs", help="check (or --write) the docs' parts generated from the shipped stacks")
+    docs.add_argument("--write", action="store_true", help="regenerate them after a reviewed change")
     bench = commands.add_parser("bench", help="time synthetic stacks of growing tenant counts")
     bench.add_argument("--tenants", type=int, nargs="+", default=[10, 50, 100])
     bench.add_argument("--pattern", default="subnet-cidr")
@@ -67,6 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "urns":
         return urns_command(args.stack, write=args.write)
 
+    if args.command == "docs":
+        from .offline import run_stack
+        from .views.docs import shipped_graphs, stale
+
+        found = stale(shipped_graphs(run_stack), write=args.write)
+        for where in found:
+            print(f"{'rewrote' if args.write else 'stale'}: {where}", file=sys.stderr)
+        return 1 if found and not args.write else 0
+
     if args.command == "compare":
         from .offline import stack_file
         from .views import compare as views
@@ -87,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.format == "mermaid":
+        from .views.mermaid import render
+
+        sys.stdout.write(render(graph))
+        return 0
     if args.format == "json":
         document = {**graph.to_json(), "estimate": estimate(graph).to_json(), "deployTime": modeled(graph).to_json()}
         json.dump(document, sys.stdout, indent=2)

@@ -1,0 +1,23 @@
+// Parses Mermaid diagrams with the mermaid package itself (the parser GitHub's
+// renderer uses), under jsdom, which mermaid needs for its sanitiser.
+// stdin: a JSON list of diagram texts; stdout: a JSON list of {ok, type, error}.
+import { JSDOM } from "jsdom";
+
+const dom = new JSDOM("<!doctype html><html><body></body></html>");
+globalThis.window = dom.window;
+globalThis.document = dom.window.document;
+const { default: mermaid } = await import("mermaid");
+mermaid.initialize({ startOnLoad: false });
+
+let input = "";
+for await (const chunk of process.stdin) input += chunk;
+const results = [];
+for (const text of JSON.parse(input)) {
+  try {
+    const parsed = await mermaid.parse(text);
+    results.push({ ok: true, type: parsed.diagramType, error: null });
+  } catch (error) {
+    results.push({ ok: false, type: null, error: String(error.message || error) });
+  }
+}
+process.stdout.write(JSON.stringify(results));
