@@ -124,7 +124,7 @@ def test_no_transit_gateway_is_drawn_as_the_users_route(diagrams):
 def test_plan_command_prints_the_diagram(capsys, monkeypatch, diagrams):
     from patterns import offline
 
-    monkeypatch.setattr(offline, "run_stack", lambda stack, config_file: planned(stack))
+    monkeypatch.setattr(offline, "run_stack", lambda stack=None, config_file=None, **_: planned(stack))
     assert main(["plan", "--stack", "istio", "--format", "mermaid"]) == 0
     assert capsys.readouterr().out == diagrams["istio"]
 
