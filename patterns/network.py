@@ -58,22 +58,6 @@ class Network(pulumi.ComponentResource):
             self.cluster_subnets[az].id for az in settings.assignment.control_plane_azs
         ]
 
-        self.transit_gateway_attachment = None
-        if settings.transit_gateway_id:
-            self.transit_gateway_attachment = aws.ec2transitgateway.VpcAttachment(
-                f"{name}-tgw",
-                transit_gateway_id=settings.transit_gateway_id,
-                vpc_id=self.vpc.id,
-                subnet_ids=self.cluster_subnet_ids,
-                dns_support="enable",
-                tags=tags,
-                opts=vpc_child,
-            )
-
-        self._internet_nat_gateways = (
-            self._internet_nat(name, plan, tags) if settings.internet_egress == "nat" else {}
-        )
-
         # A tenant range outside the primary one (a non-routable range reused
         # across VPCs) is a secondary VPC CIDR; its subnets must wait for it.
         self.secondary_cidr = None
@@ -84,6 +68,14 @@ class Network(pulumi.ComponentResource):
                 f"{name}-tenant-range", vpc_id=self.vpc.id, cidr_block=str(tenant_range), opts=vpc_child
             )
             self.cidr_blocks.append(str(tenant_range))
+
+        self.transit_gateway_attachment = None
+        if settings.transit_gateway_id:
+            self.transit_gateway_attachment = self._transit_gateway(name, settings, tags)
+
+        self._internet_nat_gateways = (
+            self._internet_nat(name, plan, tags) if settings.internet_egress == "nat" else {}
+        )
 
         # AWS APIs stay on the AWS network: S3 (ECR image layers) through a
         # gateway endpoint, associated with every private route table (see
@@ -215,6 +207,66 @@ class Network(pulumi.ComponentResource):
             transit_gateway_id=self.transit_gateway_attachment.transit_gateway_id,
             # The route is only valid once the attachment exists.
             opts=pulumi.ResourceOptions(parent=table, depends_on=[self.transit_gateway_attachment]),
+        )
+
+    def _transit_gateway(self, name: str, settings, tags: dict[str, str]) -> aws.ec2transitgateway.VpcAttachment:
+        """The attachment, and on the transit gateway only what on-prem must reach:
+        the VPC's primary range (tenant subnets, NAT and egress IPs, gateway
+        subnets, the API endpoint). Never a secondary tenant range: private-nat's
+        tenantCidr may repeat across VPCs and overlap on-prem.
+
+        Propagation advertises every range of the VPC
+        (https://docs.aws.amazon.com/vpc/latest/tgw/tgw-route-tables.html), so it
+        is on only while the primary range is the VPC's only one and no route
+        table is named; with egress:transitGatewayRouteTableId the stack adds a
+        static route for the primary range instead. The provider applies both
+        default-table settings only when the transit gateway belongs to this
+        account (terraform-provider-aws transitgateway_vpc_attachment.go: route
+        tables of a RAM-shared transit gateway cannot be modified); otherwise its
+        owner decides association and propagation (README, 'Transit gateway')."""
+        propagate = self.secondary_cidr is None and not settings.transit_gateway_route_table_id
+        attachment = aws.ec2transitgateway.VpcAttachment(
+            f"{name}-tgw",
+            transit_gateway_id=settings.transit_gateway_id,
+            vpc_id=self.vpc.id,
+            subnet_ids=self.cluster_subnet_ids,
+            dns_support="enable",
+            transit_gateway_default_route_table_propagation=propagate,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self.vpc),
+        )
+        if settings.transit_gateway_route_table_id:
+            aws.ec2transitgateway.Route(
+                f"{name}-tgw-vpc",
+                transit_gateway_route_table_id=settings.transit_gateway_route_table_id,
+                destination_cidr_block=str(settings.vpc_cidr),
+                transit_gateway_attachment_id=attachment.id,
+                opts=pulumi.ResourceOptions(parent=attachment),
+            )
+        # A transit gateway of another account that does not auto-accept leaves
+        # the attachment pendingAcceptance, and creation still succeeds
+        # (terraform-provider-aws waitTransitGatewayVPCAttachmentCreated targets
+        # available or pendingAcceptance): the routes below exist but carry
+        # nothing until its owner accepts. Said at preview and at every update.
+        owner = aws.ec2transitgateway.get_transit_gateway_output(
+            id=settings.transit_gateway_id, opts=pulumi.InvokeOptions(parent=self)
+        )
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
+        pulumi.Output.all(owner.owner_id, owner.auto_accept_shared_attachments, account).apply(
+            lambda values: self._say_if_pending(settings, *values)
+        )
+        return attachment
+
+    def _say_if_pending(self, settings, owner_id: str, auto_accept: str, account_id: str) -> None:
+        if owner_id == account_id or auto_accept == "enable":
+            return
+        pulumi.log.warn(
+            f"transit gateway {settings.transit_gateway_id} belongs to account {owner_id} and does not "
+            "auto-accept shared attachments: this VPC's attachment stays pendingAcceptance, and its on-prem routes "
+            "(and the default route with internetEgress transit-gateway) carry nothing until the network team "
+            f"accepts it in account {owner_id} (aws ec2 accept-transit-gateway-vpc-attachment), associates it and "
+            f"routes {settings.vpc_cidr} to it, and only that range (never egress:privateNat.tenantCidr)",
+            resource=self.transit_gateway_attachment,
         )
 
     def _internet_nat(self, name: str, plan: Plan, tags: dict[str, str]) -> dict[str, aws.ec2.NatGateway]:

@@ -253,6 +253,11 @@ def _plain(value: Any, refs: set[str]) -> Any:
 
 
 READ_STACK_OUTPUTS = "pulumi:pulumi:readStackOutputs"
+GET_TRANSIT_GATEWAY = "aws:ec2transitgateway/getTransitGateway:getTransitGateway"
+GET_CALLER_IDENTITY = "aws:index/getCallerIdentity:getCallerIdentity"
+# Transit gateways another account shares with this one: id -> (owner, auto-accepts).
+# Any other transit gateway belongs to ACCOUNT.
+SHARED_TRANSIT_GATEWAYS: dict[str, tuple[str, bool]] = {}
 
 
 class _Mocks(pulumi_mocks.Mocks):
@@ -269,6 +274,13 @@ class _Mocks(pulumi_mocks.Mocks):
         if args.token == READ_STACK_OUTPUTS:
             # The stack's own outputs from its last deploy: a saved plan's, or none.
             return {"name": args.args["name"], "outputs": dict(self.previous_outputs), "secretOutputNames": []}
+        if args.token == GET_CALLER_IDENTITY:
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:role/deployer", "id": ACCOUNT,
+                    "userId": "AROAEXAMPLE:deployer"}
+        if args.token == GET_TRANSIT_GATEWAY:
+            owner, auto_accept = SHARED_TRANSIT_GATEWAYS.get(args.args["id"], (ACCOUNT, False))
+            return {"id": args.args["id"], "ownerId": owner,
+                    "autoAcceptSharedAttachments": "enable" if auto_accept else "disable"}
         raise NotImplementedError(f"the offline engine has no mock for the call {args.token}")
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):

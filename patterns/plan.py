@@ -178,6 +178,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
     warnings = (
         _reach_warnings(settings) + list(spec.warnings(settings, addresses)) + _ignored_keys(settings, spec, patterns)
     )
+    warnings += _transit_gateway_warnings(settings, addresses)
     warnings += _day2_warnings(settings, spec, previous, bool(previous_outputs))
     return Plan(stack, settings, spec, addresses, allow_list, tuple(warnings))
 
@@ -227,6 +228,21 @@ def _day2_warnings(settings: Settings, spec: PatternSpec, previous: Assignment |
                 f"{NAMESPACE}:releasedAvailabilityZones to free it"
             )
     return warnings
+
+
+def _transit_gateway_warnings(settings: Settings, addresses: AddressPlan) -> list[str]:
+    """A VPC with a non-routable secondary range does not propagate to the transit
+    gateway (it would advertise that range too): someone must route the primary one."""
+    tenant_range = addresses.tenant_range
+    secondary = tenant_range is not None and not tenant_range.subnet_of(settings.vpc_cidr)
+    if not settings.transit_gateway_id or not secondary or settings.transit_gateway_route_table_id:
+        return []
+    return [
+        f"the transit gateway attachment does not propagate this VPC's ranges, since that would advertise "
+        f"{tenant_range} (egress:privateNat.tenantCidr) too: route {settings.vpc_cidr} (egress:vpcCidr), and only "
+        "it, to the attachment in the transit gateway route table on-prem traffic uses, or name that table in "
+        "egress:transitGatewayRouteTableId (this account's) and the stack routes it"
+    ]
 
 
 def _reach_warnings(settings: Settings) -> list[str]:

@@ -260,6 +260,12 @@ class Settings(_Model):
         str, _matching(r"^(tgw-[0-9a-f]{8,17})?$",
                        "a transit gateway id; use tgw-0123456789abcdef0, or '' for none")
     ] = ""
+    # The transit gateway route table on-prem traffic is looked up in, when this
+    # account owns it: the stack routes the VPC's primary range there itself.
+    transit_gateway_route_table_id: Annotated[
+        str, _matching(r"^(tgw-rtb-[0-9a-f]{8,17})?$",
+                       "a transit gateway route table id; use tgw-rtb-0123456789abcdef0, or '' for none")
+    ] = ""
     # Nodes pull Cilium, Istio and Kyverno images from public registries, so
     # some path to the internet is required: per-AZ public NAT, or the transit gateway.
     internet_egress: Literal["nat", "transit-gateway"]
