@@ -215,7 +215,14 @@ def test_changing_the_pattern_keeps_vpc_and_cluster(pattern):
     kept = [urn for urn in reference if urn.split("::")[2].rsplit("$", 1)[-1] in KEPT_AS_IS]
     assert {VPC, EKS, SUBNET} <= {urn.split("::")[2].rsplit("$", 1)[-1] for urn in kept}
     for urn in kept:
-        assert other[urn] == reference[urn], urn
+        assert _without_in_place(other[urn]) == _without_in_place(reference[urn]), urn
+
+
+def _without_in_place(inputs: dict) -> dict:
+    """Inputs a change of pattern may update in place: propagation to the transit
+    gateway follows whether the VPC has a non-routable range (private-nat), and
+    the provider updates it without replacing the attachment."""
+    return {k: v for k, v in inputs.items() if k != "transitGatewayDefaultRouteTablePropagation"}
 
 
 def test_every_shipped_stack_plans_cleanly():
