@@ -2,6 +2,8 @@
 addresses each tenant leaves from, before anything exists.
 `python -m patterns allow-list --stack NAME --format csv|json|md`: the allow-list
 as a file for the firewall team.
+`python -m patterns diff OLD NEW`: what `pulumi up` would create, update, replace and
+delete between two stack files or saved plans, and the allow-list changes; exit 3 gates CI.
 `python -m patterns urns [--write]`: compare (or regenerate) the committed URN snapshots.
 `python -m patterns compare --stack NAME`: the stack's tenants under each pattern.
 `python -m patterns bench`: program evaluation cost per resource as tenants grow."""
@@ -36,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     allow_list = commands.add_parser("allow-list", help="the stack's egress allow-list for the firewall team")
     _stack_arguments(allow_list)
     allow_list.add_argument("--format", choices=("csv", "json", "md"), default="csv")
+    diff = commands.add_parser("diff", help="what changes between two stack files or saved plans (exit 3: gate)")
+    diff.add_argument("old", help="stack file or saved `plan --format json` before the change")
+    diff.add_argument("new", help="stack file or saved `plan --format json` after the change")
+    diff.add_argument("--stack", help="the stack's name (default: a saved plan's stack, else Pulumi.<stack>.yaml)")
+    diff.add_argument("--format", choices=("text", "json"), default="text")
     urns = commands.add_parser("urns", help="compare every shipped stack's URNs with tests/urns/ (or --write them)")
     urns.add_argument("--write", action="store_true", help="regenerate the snapshots after a reviewed change")
     urns.add_argument("--stack", action="append", help="only this stack (repeatable); default: every shipped stack")
@@ -90,6 +97,22 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(views.to_text(name, rows))
         return 0
+
+    if args.command == "diff":
+        from .diff import DiffError, diff_files
+        from .diff import render_text as render_diff
+
+        try:
+            result = diff_files(args.old, args.new, args.stack)
+        except (ConfigError, DiffError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if args.format == "json":
+            json.dump(result.to_json(), sys.stdout, indent=2)
+            print()
+        else:
+            print(render_diff(result))
+        return result.exit_code
 
     from .offline import run_stack
 

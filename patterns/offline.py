@@ -98,6 +98,7 @@ class RecordedResource:
             "provider": self.provider,
             "inputs": self.inputs,
             "dependencies": list(self.dependencies),
+            "propertyDependencies": {key: list(urns) for key, urns in self.property_dependencies.items() if urns},
             "options": self.options.to_json(),
         }
 
