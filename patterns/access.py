@@ -67,7 +67,10 @@ def grant_tenant_access(name: str, plan: Plan, cluster: Cluster, namespaces: Ten
     for tenant in plan.settings.tenants:
         if not tenant.iam_role_arn:
             continue
-        namespace = namespaces[tenant.name].namespace
+        tenant_namespace = namespaces[tenant.name]
+        namespace = tenant_namespace.namespace
+        # The namespace's quotas are in force too, so the first pods count against them.
+        after = [*in_force, *tenant_namespace.quotas.values(), tenant_namespace.limit_range]
         in_namespace = pulumi.ResourceOptions(parent=namespace)
         metadata = {"name": TENANT_ROLE, "namespace": namespace.metadata.name}
         role = k8s.rbac.v1.Role(f"{tenant.name}-edit", metadata=metadata, rules=TENANT_ROLE_RULES, opts=in_namespace)
@@ -76,7 +79,7 @@ def grant_tenant_access(name: str, plan: Plan, cluster: Cluster, namespaces: Ten
             metadata=metadata,
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata.name},
             subjects=[{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": tenant_group(tenant)}],
-            opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=in_force)),
+            opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=after)),
         )
         entry = aws.eks.AccessEntry(
             f"{name}-{tenant.name}-access",
@@ -88,7 +91,7 @@ def grant_tenant_access(name: str, plan: Plan, cluster: Cluster, namespaces: Ten
             # tenant rewrite its NetworkPolicies).
             kubernetes_groups=[tenant_group(tenant)],
             tags={"egress/stack": plan.stack, TENANT_KEY: tenant.name},
-            opts=pulumi.ResourceOptions(parent=entry_parent, depends_on=in_force),
+            opts=pulumi.ResourceOptions(parent=entry_parent, depends_on=after),
         )
         granted[tenant.name] = TenantAccess(role, binding, entry)
     return granted

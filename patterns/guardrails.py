@@ -38,11 +38,6 @@ GATEWAY_NODES = "egress-gateway-nodes"
 NO_NODE_NAME = "egress-no-node-name"
 NO_EXTERNAL_IPS = "egress-no-external-ips"
 TENANT_OBJECTS = "egress-tenant-objects"
-
-# The priority classes Kubernetes reserves for itself (names starting "system-"
-# are reserved, https://kubernetes.io/docs/concepts/scheduling-eviction/pod-priority-preemption/#priorityclass):
-# a pod using one preempts add-ons such as Kyverno, CoreDNS or istiod.
-SYSTEM_PRIORITY_CLASSES = ("system-node-critical", "system-cluster-critical")
 SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
 
 _TOLERATIONS = "request.object.spec.tolerations"
@@ -107,6 +102,8 @@ def _tenant_object_rules(namespaces: list[str]) -> list[dict]:
                 "Tenant pods may not use the system priority classes (system-node-critical, "
                 "system-cluster-critical): they would preempt Kyverno, CoreDNS or the mesh control plane. "
                 "Remove spec.priorityClassName.",
+                # Every "system-" name is Kubernetes' own: refusing the prefix
+                # covers classes added by later Kubernetes versions too.
                 deny=rules.deny_if((rules.value("request.object.spec.priorityClassName"), "AnyIn", ["system-*"])),
             ),
         },
@@ -206,8 +203,10 @@ def kyverno_values() -> dict[str, Any]:
     return {
         "global": {"nodeSelector": dict(SYSTEM_LABEL)},
         "crds": {"install": True},
-        # The admission controller serves every webhook call: at least three.
-        "admissionController": ha("admission-controller", 3),
+        # The admission controller serves every webhook call (fail closed): at
+        # least three, and a system priority, so no workload on the shared
+        # system nodes can preempt it and stall all admission.
+        "admissionController": {**ha("admission-controller", 3), "priorityClassName": "system-cluster-critical"},
         "backgroundController": ha("background-controller", 2),
         "cleanupController": ha("cleanup-controller", 2),
         "reportsController": ha("reports-controller", 2),

@@ -18,7 +18,7 @@ from .addressing import TenantAddresses
 from .cluster import Cluster, Cni, Taint
 from .network import Network
 from .plan import Plan
-from .settings import Tenant
+from .settings import Tenant, TenantQuota
 
 TENANT_KEY = "egress/tenant"  # node label, node taint and namespace/pod label
 # Dedicated egress gateway nodes (cilium, istio): labelled egress/gateway=<pattern>
@@ -40,6 +40,51 @@ DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
 
 def tenant_taint(tenant: Tenant) -> Taint:
     return Taint(TENANT_KEY, tenant.name, "NO_SCHEDULE")
+
+
+# The priority classes Kubernetes keeps for its own add-ons; every name starting
+# "system-" is reserved to it (https://kubernetes.io/docs/concepts/scheduling-eviction/pod-priority-preemption/).
+SYSTEM_PRIORITY_CLASSES = ("system-node-critical", "system-cluster-critical")
+
+
+def quota_specs(quota: TenantQuota) -> dict[str, dict[str, Any]]:
+    """The namespace's ResourceQuotas, enforced by the API server itself (not by
+    a webhook that could be down or bypassed): its size, no NodePort or
+    LoadBalancer Service, and no pod of a system priority class (the quota
+    scope for priority classes, https://kubernetes.io/docs/concepts/policy/resource-quotas/#resource-quota-per-priorityclass)."""
+    return {
+        "tenant-quota": {
+            "hard": {
+                "requests.cpu": quota.cpu,
+                "requests.memory": quota.memory,
+                "pods": str(quota.pods),
+                "services.loadbalancers": "0",
+                "services.nodeports": "0",
+            }
+        },
+        "no-system-priority": {
+            "hard": {"pods": "0"},
+            "scopeSelector": {
+                "matchExpressions": [
+                    {"scopeName": "PriorityClass", "operator": "In", "values": list(SYSTEM_PRIORITY_CLASSES)}
+                ]
+            },
+        },
+    }
+
+
+def limit_range_spec(quota: TenantQuota) -> dict[str, Any]:
+    """Requests for containers that name none, so every pod counts against the
+    quota (a quota on requests refuses pods without them)."""
+    return {
+        "limits": [
+            {
+                "type": "Container",
+                "defaultRequest": {"cpu": quota.container_cpu, "memory": quota.container_memory},
+                "default": {"memory": quota.container_memory},
+            }
+        ]
+    }
 
 
 class TenantNamespace(pulumi.ComponentResource):
@@ -99,6 +144,16 @@ class TenantNamespace(pulumi.ComponentResource):
                 opts=in_namespace,
             ),
         }
+        self.quotas = {
+            key: k8s.core.v1.ResourceQuota(f"{name}-{key}", metadata=metadata(key), spec=spec, opts=in_namespace)
+            for key, spec in quota_specs(tenant.quota).items()
+        }
+        self.limit_range = k8s.core.v1.LimitRange(
+            f"{name}-container-defaults",
+            metadata=metadata("container-defaults"),
+            spec=limit_range_spec(tenant.quota),
+            opts=in_namespace,
+        )
         self.register_outputs({"namespace": self.namespace.metadata.name})
 
 

@@ -27,18 +27,19 @@ from patterns.guardrails import (
     NO_EXTERNAL_IPS,
     NO_NODE_NAME,
     SERVICE_ACCOUNT_TOKEN,
-    SYSTEM_PRIORITY_CLASSES,
     TENANT_OBJECTS,
     cluster_policies,
 )
 from patterns.plan import Plan, reserved_namespaces
 from patterns.registry import PATTERNS
-from patterns.tenancy import GATEWAY_KEY
+from patterns.tenancy import GATEWAY_KEY, SYSTEM_PRIORITY_CLASSES, TENANT_KEY
 
 PATTERN_NAMES = sorted(PATTERNS)
 CLUSTER_POLICY = "kubernetes:kyverno.io/v1:ClusterPolicy"
 ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
 ACCESS_ENTRY = "aws:eks/accessEntry:AccessEntry"
+RESOURCE_QUOTA = "kubernetes:core/v1:ResourceQuota"
+LIMIT_RANGE = "kubernetes:core/v1:LimitRange"
 
 
 @lru_cache(maxsize=None)
@@ -179,7 +180,8 @@ def test_a_tenant_cannot_mint_a_long_lived_service_account_token(pattern):
 
 
 def tenants_wait_for_the_policies(graph: offline.Graph) -> list[str]:
-    """Why a tenant could get in before every ClusterPolicy is in force (empty: it cannot)."""
+    """Why a tenant could get in before every ClusterPolicy and its namespace's
+    quotas are in force (empty: it cannot)."""
     by_urn = graph.by_urn()
 
     def ancestors(urn: str) -> set[str]:
@@ -198,11 +200,16 @@ def tenants_wait_for_the_policies(graph: offline.Graph) -> list[str]:
         annotations = policy.inputs["metadata"].get("annotations", {})
         if any(annotations.get(k) != v for k, v in WAIT_FOR_READY.items()):
             found.append(f"{policy.name} is not awaited until Kyverno reports it Ready")
-    ways_in = graph.by_type(ROLE_BINDING) + graph.by_type(ACCESS_ENTRY)
-    for way_in in ways_in:
-        missing = {p.name for p in policies_} - {by_urn[u].name for u in ancestors(way_in.urn) if u in by_urn}
+    guards = [*policies_, *graph.by_type(RESOURCE_QUOTA), *graph.by_type(LIMIT_RANGE)]
+    for way_in in graph.by_type(ROLE_BINDING) + graph.by_type(ACCESS_ENTRY):
+        tenant = way_in.inputs["tags"][TENANT_KEY] if "tags" in way_in.inputs else None
+        namespace = way_in.inputs["metadata"]["namespace"] if "metadata" in way_in.inputs else None
+        if tenant:  # an access entry: its tenant's namespace
+            namespace = next(t.k8s_namespace for t in graph.plan.settings.tenants if t.name == tenant)
+        needed = [g for g in guards if g.type == CLUSTER_POLICY or g.inputs["metadata"]["namespace"] == namespace]
+        missing = {g.urn for g in needed} - ancestors(way_in.urn)
         if missing:
-            found.append(f"{way_in.name} does not wait for {sorted(missing)}")
+            found.append(f"{way_in.name} does not wait for {sorted(by_urn[u].name for u in missing)}")
     return found
 
 
@@ -283,3 +290,63 @@ def test_without_the_reserved_list_the_kyverno_namespace_would_be_accepted(monke
     monkeypatch.setattr(plan_module, "PLATFORM_NAMESPACES", ())
     monkeypatch.setitem(PATTERNS, "istio", replace(PATTERNS["istio"], own_namespaces=()))
     assert not problems(config)
+
+
+# --- the API server's own backstop: ResourceQuotas a webhook outage cannot lift ---------------
+
+
+def quota_refuses(quotas: list[dict], obj: dict) -> bool:
+    """ResourceQuota admission for the objects these attacks create: a hard limit
+    of 0 on what the object would consume, within the quota's scope
+    (https://kubernetes.io/docs/concepts/policy/resource-quotas/)."""
+    for quota in quotas:
+        hard, scope = quota["hard"], quota.get("scopeSelector", {}).get("matchExpressions", [])
+        if obj["kind"] == "Service":
+            kind = obj["spec"].get("type")
+            # A LoadBalancer Service also takes node ports unless told otherwise.
+            used = {"LoadBalancer": ["services.loadbalancers", "services.nodeports"],
+                    "NodePort": ["services.nodeports"]}.get(kind, [])
+            if any(hard.get(resource) == "0" for resource in used):
+                return True
+        if obj["kind"] == "Pod":
+            in_scope = all(
+                e["scopeName"] == "PriorityClass" and e["operator"] == "In"
+                and obj["spec"].get("priorityClassName") in e["values"]
+                for e in scope
+            )
+            if in_scope and hard.get("pods") == "0":
+                return True
+    return False
+
+
+def namespace_quotas(graph: offline.Graph, namespace: str) -> list[dict]:
+    return [r.inputs["spec"] for r in graph.by_type(RESOURCE_QUOTA) if r.inputs["metadata"]["namespace"] == namespace]
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+def test_the_api_server_itself_refuses_ways_in_and_system_priorities_in_tenant_namespaces(pattern):
+    graph = planned(pattern)
+    attacks = [service(type="LoadBalancer"), service(type="NodePort"),
+               *(pod(spec={"priorityClassName": c}) for c in SYSTEM_PRIORITY_CLASSES)]
+    for tenant in graph.plan.settings.tenants:
+        quotas = namespace_quotas(graph, tenant.k8s_namespace)
+        for attack in attacks:
+            assert quota_refuses(quotas, attack), (tenant.name, attack["spec"])
+        assert not quota_refuses(quotas, service()) and not quota_refuses(quotas, pod())
+        # Without the quotas the API server admits them all.
+        assert not any(quota_refuses([], attack) for attack in attacks)
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+def test_every_tenant_namespace_is_sized_by_its_quota(pattern):
+    graph = planned(pattern)
+    for tenant in graph.plan.settings.tenants:
+        (size,) = [q for q in namespace_quotas(graph, tenant.k8s_namespace) if "scopeSelector" not in q]
+        quota = tenant.quota
+        assert size["hard"]["requests.cpu"] == quota.cpu and size["hard"]["requests.memory"] == quota.memory
+        assert size["hard"]["pods"] == str(quota.pods)
+        (limits,) = [r.inputs["spec"]["limits"] for r in graph.by_type("kubernetes:core/v1:LimitRange")
+                     if r.inputs["metadata"]["namespace"] == tenant.k8s_namespace]
+        assert limits == [{"type": "Container",
+                           "defaultRequest": {"cpu": quota.container_cpu, "memory": quota.container_memory},
+                           "default": {"memory": quota.container_memory}}]

@@ -407,3 +407,22 @@ def test_a_tenant_role_shared_with_admins_or_tenants_is_refused():
     assert problems == {
         "egress:tenants[1].iamRoleArn": f"'{shared}' is already used by tenants[0]; each tenant needs its own iamRoleArn"
     }
+
+
+def test_a_tenant_quota_is_validated_with_its_key_and_fix():
+    from conftest import assert_problem, config_with, stack_config
+    tenants = stack_config("subnet-cidr")["egress:tenants"]
+    bad = [{**tenants[0], "quota": {"cpu": "eight", "pods": 0}},
+           {**tenants[1], "quota": {"memory": "1Gi", "containerMemory": "2Gi"}}]
+    config = config_with("subnet-cidr", tenants=bad)
+    assert_problem(config, "egress:tenants[0].quota.cpu", "'eight' is not a positive Kubernetes quantity", "500m")
+    assert_problem(config, "egress:tenants[0].quota.pods", "0 is out of range; use 1-10000")
+    good = [{**tenants[0], "quota": {"cpu": 4, "memory": "8Gi"}}, tenants[1]]
+    config = config_with("subnet-cidr", tenants=[good[0], bad[1]])
+    assert_problem(config, "egress:tenants[1].quota.containerMemory", "2Gi is more than the namespace's quota.memory (1Gi)")
+    plan = plan_from_config("q", offline.engine_config(config_with("subnet-cidr", tenants=good)))
+    assert (plan.settings.tenants[0].quota.cpu, plan.settings.tenants[1].quota.cpu) == ("4", "8")
+
+
+def test_kyvernos_admission_controller_outranks_every_tenant_pod():
+    assert kyverno_values()["admissionController"]["priorityClassName"] == "system-cluster-critical"

@@ -26,11 +26,12 @@ from .models import (
     PrivateNatOptions,
     Settings,
     Tenant,
+    TenantQuota,
     Upstream,
 )
 
 __all__ = [
     "DISABLE_DEFAULT_PROVIDERS", "MAX_AZS", "NAMESPACE", "NAT_GATEWAY_MAX_IPS", "PATTERN_NAMES", "PRIVATE_RANGES", "RFC1918",
     "ConfigError", "NatProfile", "NodeGroupSize", "PatternName", "PrivateNatOptions", "Problem",
-    "Settings", "Tenant", "Upstream", "_field_adapter", "load_settings",
+    "Settings", "Tenant", "TenantQuota", "Upstream", "_field_adapter", "load_settings",
 ]

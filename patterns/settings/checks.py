@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydantic.alias_generators import to_snake
+
 from .errors import NAMESPACE, Problem
-from .models import MAX_AZS, PRIVATE_RANGES, Settings, Tenant
+from .models import MAX_AZS, PRIVATE_RANGES, Settings, Tenant, quantity_value
 
 _AZ_SUFFIX = re.compile(r"^[a-z]$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
@@ -125,6 +127,11 @@ def tenant_checks(base: Partial, tenants: list[tuple[int, Tenant]], raw: list[An
         if tenant.nodes.min > tenant.nodes.max:
             problems.append(Problem(f"{key}.nodes.min", f"{tenant.nodes.min} is larger than nodes.max "
                                                          f"({tenant.nodes.max}); lower min or raise max"))
+        for each, total in (("containerCpu", "cpu"), ("containerMemory", "memory")):
+            one, whole = getattr(tenant.quota, to_snake(each)), getattr(tenant.quota, total)
+            if quantity_value(one) > quantity_value(whole):
+                problems.append(Problem(f"{key}.quota.{each}", f"{one} is more than the namespace's quota.{total} "
+                                                               f"({whole}); lower it or raise quota.{total}"))
         for u, upstream in enumerate(tenant.upstreams):
             if base.on_prem_cidrs and not any(upstream.cidr.subnet_of(o) for o in base.on_prem_cidrs):
                 problems.append(

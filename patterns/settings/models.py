@@ -186,11 +186,45 @@ class NodeGroupSize(_Model):
     max: Annotated[int, _between(2, 100, "at least two nodes, at most 100 per group")] = 4
 
 
+_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+_QUANTITY_FACTORS = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+                     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def quantity_value(quantity: str) -> float:
+    """A Kubernetes quantity ("500m", "16Gi") as a number."""
+    number, suffix = _QUANTITY.fullmatch(quantity).groups()
+    return float(number) * _QUANTITY_FACTORS[suffix]
+
+
+def _quantity(value: Any) -> str:
+    # https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/
+    text = str(value).strip()
+    if not _QUANTITY.fullmatch(text) or quantity_value(text) <= 0:
+        raise ValueError(f"{value!r} is not a positive Kubernetes quantity; write e.g. 500m or 2 (CPU), 512Mi or 16Gi (memory)")
+    return text
+
+
+Quantity = Annotated[str, BeforeValidator(_quantity)]
+
+
+class TenantQuota(_Model):
+    """What a tenant namespace may request in total (its ResourceQuota), and what
+    a container that names no requests gets (its LimitRange)."""
+
+    cpu: Quantity = "8"  # requests.cpu of every pod in the namespace together
+    memory: Quantity = "16Gi"  # requests.memory likewise
+    pods: Annotated[int, _between(1, 10000, "the namespace needs room for at least one pod")] = 100
+    container_cpu: Quantity = "100m"  # a container's CPU request when it sets none
+    container_memory: Quantity = "256Mi"  # a container's memory request and limit when it sets none
+
+
 class Tenant(_Model):
     name: DnsLabel
     namespace: DnsLabel | None = None
     upstreams: Annotated[list[Upstream], _not_empty("list at least one upstream ({name, cidr, ports})")]
     nodes: NodeGroupSize = NodeGroupSize()
+    quota: TenantQuota = TenantQuota()
     # Fixed position in the address plan; default: position in the list.
     slot: Slot | None = None
     # private-nat: the egress profile (its NAT gateways) the tenant leaves through; default: its own.
