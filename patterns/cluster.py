@@ -27,6 +27,7 @@ NODE_POLICIES = {
     "ecr": "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
 }
 SYSTEM_LABEL = {"egress/role": "system"}
+PLATFORM_POLICY = "platform-allow-all"  # NetworkPolicy of the add-ons' namespaces under a strict CNI
 
 
 class NodeGroupScaling(Protocol):
@@ -312,6 +313,13 @@ class Cni(pulumi.ComponentResource):
 
     startup_taints: list[Taint] = []
 
+    def open_platform_namespace(self, name: str, namespace: pulumi.Input[str],
+                                parent: pulumi.Resource) -> list[pulumi.Resource]:
+        """What a namespace of cluster add-ons needs so its pods can talk at all;
+        its workloads wait for the returned resources. Nothing, unless the CNI
+        denies pods that no NetworkPolicy selects."""
+        return []
+
 
 class VpcCni(Cni):
     """The Amazon VPC CNI and kube-proxy as EKS managed add-ons, the CNI with its
@@ -326,14 +334,42 @@ class VpcCni(Cni):
         )
         self.configuration = {
             "enableNetworkPolicy": "true",
-            "env": {"AWS_VPC_K8S_CNI_EXTERNALSNAT": "true" if external_snat else "false"},
+            "env": {
+                "AWS_VPC_K8S_CNI_EXTERNALSNAT": "true" if external_snat else "false",
+                # A new pod starts with default-deny until its NetworkPolicies are
+                # in place (standard mode: default-allow until then); a pod that no
+                # policy selects stays denied (amazon-vpc-cni-k8s README,
+                # NETWORK_POLICY_ENFORCING_MODE, v1.17.1+), hence open_platform_namespace.
+                "NETWORK_POLICY_ENFORCING_MODE": "strict",
+                # Secondary ENIs only in the node's own subnet: a stray
+                # kubernetes.io/role/cni tag on another subnet would otherwise give
+                # a tenant's pods addresses (and a source identity) from there
+                # (README, ENABLE_SUBNET_DISCOVERY, v1.18.0+, default true).
+                "ENABLE_SUBNET_DISCOVERY": "false",
+            },
         }
         self.vpc_cni = cluster.addon(
             f"{name}-vpc-cni", "vpc-cni", cluster.pins.vpc_cni, parent=self,
             configuration=self.configuration, service_account_role_arn=role.arn,
         )
         self.kube_proxy = cluster.addon(f"{name}-kube-proxy", "kube-proxy", cluster.pins.kube_proxy, parent=self)
+        # CoreDNS and the add-ons in kube-system; node groups wait for this component.
+        self.kube_system_policies = self.open_platform_namespace(f"{name}-kube-system", "kube-system", self)
         self.register_outputs({"vpc_cni_role_arn": role.arn})
+
+    def open_platform_namespace(self, name: str, namespace: pulumi.Input[str],
+                                parent: pulumi.Resource) -> list[pulumi.Resource]:
+        """Strict mode leaves a pod that no NetworkPolicy selects without any
+        traffic: the add-ons' namespaces get an explicit allow-all, what standard
+        mode gave them. Tenant and gateway namespaces keep their default-deny."""
+        return [
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-{PLATFORM_POLICY}",
+                metadata={"name": PLATFORM_POLICY, "namespace": namespace},
+                spec={"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [{}], "egress": [{}]},
+                opts=pulumi.ResourceOptions(parent=parent),
+            )
+        ]
 
 
 class SystemNodes(pulumi.ComponentResource):

@@ -18,7 +18,7 @@ import pulumi_kubernetes as k8s
 
 from . import admission as rules
 from .admission import KYVERNO_NAMESPACE
-from .cluster import SYSTEM_LABEL, Cluster, SystemNodes
+from .cluster import SYSTEM_LABEL, Cluster, Cni, SystemNodes
 from .plan import Plan
 from .settings import Tenant
 from .tenancy import GATEWAY_KEY, TENANT_KEY
@@ -232,7 +232,7 @@ def kyverno_values() -> dict[str, Any]:
 class Guardrails(pulumi.ComponentResource):
     """Kyverno and the stack's ClusterPolicies."""
 
-    def __init__(self, name: str, plan: Plan, cluster: Cluster, system_nodes: SystemNodes,
+    def __init__(self, name: str, plan: Plan, cluster: Cluster, cni: Cni, system_nodes: SystemNodes,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:guardrails:Guardrails", name, None, opts)
         in_cluster = pulumi.ResourceOptions(parent=self)
@@ -249,6 +249,8 @@ class Guardrails(pulumi.ComponentResource):
             },
             opts=in_cluster,
         )
+        # Kyverno's pods must talk from their start (the API server calls its webhooks).
+        self.open_namespace = cni.open_platform_namespace(f"{name}-kyverno", self.namespace.metadata.name, self.namespace)
         self.release = k8s.helm.v3.Release(
             f"{name}-kyverno",
             name="kyverno",  # fixed, so the chart's object names are predictable
@@ -267,7 +269,7 @@ class Guardrails(pulumi.ComponentResource):
                 parent=self,
                 # The release waits for ready pods, which need the system nodes;
                 # without them it would time out while the node group is created.
-                depends_on=[system_nodes.node_group],
+                depends_on=[system_nodes.node_group, *self.open_namespace],
             ),
         )
         self.manifests = cluster_policies(plan)

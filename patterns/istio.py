@@ -488,12 +488,15 @@ class Istio(pulumi.ComponentResource):
             opts=k8s_child,
         )
         ns = self.istio_namespace.metadata.name
+        # istiod must talk from its start (proxies, webhooks); the CNI agent runs on the host network.
+        self.open_namespace = cni.open_platform_namespace(f"{name}-istio-system", ns, self.istio_namespace)
         self.base = self._release(f"{name}-istio-base", "base", "istio-base", ns, {"defaultRevision": "default"})
         self.cni = self._release(
             f"{name}-istio-cni", "cni", "istio-cni", ns, {"seccompProfile": {"type": "RuntimeDefault"}}
         )
         # istiod needs the CRDs; its pods wait for the system nodes within the timeout.
-        self.istiod = self._release(f"{name}-istiod", "istiod", "istiod", ns, istiod_values(), depends_on=[self.base])
+        self.istiod = self._release(f"{name}-istiod", "istiod", "istiod", ns, istiod_values(),
+                                    depends_on=[self.base, *self.open_namespace])
         # Istio objects need the CRDs and istiod's validation webhook.
         after_istiod = pulumi.ResourceOptions(parent=self, depends_on=[self.istiod])
         self.peer_authentication = k8s.apiextensions.CustomResource(

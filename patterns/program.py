@@ -43,7 +43,7 @@ def deploy(plan: Plan) -> dict[str, Any]:
     cni = plan.spec.cni(NAME, plan, cluster, on_cluster)
     system_nodes = SystemNodes(NAME, plan, network, cluster, cni, opts=on_cluster)
     ClusterAddons(NAME, plan, cluster, system_nodes, opts=on_cluster)
-    guardrails = Guardrails(NAME, plan, cluster, system_nodes, opts=on_cluster)
+    guardrails = Guardrails(NAME, plan, cluster, cni, system_nodes, opts=on_cluster)
     namespaces = TenantNamespaces(NAME, plan, opts=on_cluster)
     grant_tenant_access(NAME, plan, cluster, namespaces, entry_parent=guardrails, in_force=guardrails.in_force)
     plan.spec.component(NAME, plan, network, cluster, cni, namespaces, opts=on_cluster)

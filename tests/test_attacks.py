@@ -11,6 +11,7 @@ once its guard is removed.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import replace
 from functools import lru_cache
 
@@ -21,7 +22,8 @@ from kyverno import api_server_pod, review, without_rule
 from patterns import offline
 from patterns import program as program_module
 from patterns import plan as plan_module
-from patterns.admission import PLATFORM_NAMESPACES, WAIT_FOR_READY
+from patterns.admission import KYVERNO_NAMESPACE, PLATFORM_NAMESPACES, WAIT_FOR_READY
+from patterns.cluster import PLATFORM_POLICY
 from patterns.guardrails import (
     GATEWAY_NODES,
     NO_EXTERNAL_IPS,
@@ -33,6 +35,7 @@ from patterns.guardrails import (
 from patterns.plan import Plan, reserved_namespaces
 from patterns.registry import PATTERNS
 from patterns.tenancy import GATEWAY_KEY, SYSTEM_PRIORITY_CLASSES, TENANT_KEY
+from patterns.versions import KUBERNETES_MINORS
 
 PATTERN_NAMES = sorted(PATTERNS)
 CLUSTER_POLICY = "kubernetes:kyverno.io/v1:ClusterPolicy"
@@ -350,3 +353,48 @@ def test_every_tenant_namespace_is_sized_by_its_quota(pattern):
         assert limits == [{"type": "Container",
                            "defaultRequest": {"cpu": quota.container_cpu, "memory": quota.container_memory},
                            "default": {"memory": quota.container_memory}}]
+
+
+# --- NetworkPolicy from a pod's first packet (VPC CNI) -----------------------------------------
+
+ADDON = "aws:eks/addon:Addon"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+VPC_CNI_PATTERNS = [p for p in PATTERN_NAMES if any(a.inputs["addonName"] == "vpc-cni" for a in planned(p).by_type(ADDON))]
+
+
+def unselected_namespaces(graph: offline.Graph) -> set[str]:
+    """Namespaces where a pod could run that no NetworkPolicy selects (under
+    strict mode such a pod has no traffic at all)."""
+    namespaces = {r.inputs["metadata"]["name"] for r in graph.by_type(NAMESPACE_TYPE)} | {"kube-system"}
+    selected = {r.inputs["metadata"]["namespace"] for r in graph.by_type(NETWORK_POLICY)
+                if r.inputs["spec"]["podSelector"] == {} and set(r.inputs["spec"]["policyTypes"]) == {"Ingress", "Egress"}}
+    return namespaces - selected
+
+
+@pytest.mark.parametrize("pattern", VPC_CNI_PATTERNS)
+def test_a_new_tenant_pod_gets_no_traffic_before_its_network_policies(pattern):
+    graph = planned(pattern)
+    (addon,) = [a for a in graph.by_type(ADDON) if a.inputs["addonName"] == "vpc-cni"]
+    configuration = json.loads(addon.inputs["configurationValues"])
+    assert configuration["enableNetworkPolicy"] == "true"
+    assert configuration["env"]["NETWORK_POLICY_ENFORCING_MODE"] == "strict"
+    # No subnet but the node's own gives a tenant's pods their addresses.
+    assert configuration["env"]["ENABLE_SUBNET_DISCOVERY"] == "false"
+    # Strict mode denies a pod no policy selects: the add-ons' namespaces are opened explicitly.
+    assert unselected_namespaces(graph) == set()
+    without_platform_policies = replace(graph, resources=[
+        r for r in graph.resources if not (r.type == NETWORK_POLICY and r.inputs["metadata"]["name"] == PLATFORM_POLICY)
+    ])
+    assert unselected_namespaces(without_platform_policies) >= {"kube-system", KYVERNO_NAMESPACE}
+    # Kyverno starts only once its namespace is open (the API server must reach its webhooks).
+    release = graph.get("kubernetes:helm.sh/v3:Release", "egress-kyverno")
+    opened = graph.get(NETWORK_POLICY, "egress-kyverno-platform-allow-all")
+    assert opened.urn in release.dependencies
+
+
+def test_every_pinned_vpc_cni_has_strict_mode_and_the_subnet_discovery_switch():
+    # NETWORK_POLICY_ENFORCING_MODE needs v1.17.1, ENABLE_SUBNET_DISCOVERY v1.18.0
+    # (amazon-vpc-cni-k8s README); older add-ons ignore the variables silently.
+    for minor, pins in KUBERNETES_MINORS.items():
+        version = tuple(int(n) for n in pins.vpc_cni.removeprefix("v").split("-")[0].split("."))
+        assert version >= (1, 18, 0), (minor, pins.vpc_cni)

@@ -317,7 +317,8 @@ def test_kyverno_release_is_pinned_and_waits_for_system_nodes(graph):
     assert inputs["values"] == kyverno_values()
     system = graph.get("aws:eks/nodeGroup:NodeGroup", "egress-system")
     namespace = graph.get("kubernetes:core/v1:Namespace", "egress-kyverno")
-    assert set(release.dependencies) == {system.urn, namespace.urn}
+    opened = graph.get("kubernetes:networking.k8s.io/v1:NetworkPolicy", "egress-kyverno-platform-allow-all")
+    assert set(release.dependencies) == {system.urn, namespace.urn, opened.urn}
     assert release.provider.endswith("egress-k8s")
 
 
