@@ -5,7 +5,12 @@ only, and only once the admission policies are in force.
 Kyverno never re-admits a running pod, so a pod admitted before the policies
 hold would keep another tenant's egress identity for good; the RoleBinding and
 the access entry (the tenant's only ways in) therefore depend on every
-ClusterPolicy, each of which Pulumi awaits until Kyverno reports it Ready.
+ClusterPolicy, each of which Pulumi awaits until Kyverno reports it Ready, and
+on the namespace's quotas. Residual: Kyverno marks a policy Ready once its
+webhook configuration covers it, which one replica decides before every
+replica's policy cache may hold it (kyverno/kyverno#11145); the EKS access entry
+and RBAC propagation that follow take longer than that cache sync in practice,
+but nothing here can prove it.
 """
 
 from __future__ import annotations

@@ -422,7 +422,14 @@ def istiod_values() -> dict:
             {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
              "labelSelector": {"matchLabels": ISTIOD_LABELS}}
         ],
-        "global": {"istioNamespace": ISTIO_NAMESPACE, "proxy": {"seccompProfile": {"type": "RuntimeDefault"}}},
+        "global": {
+            "istioNamespace": ISTIO_NAMESPACE,
+            "proxy": {"seccompProfile": {"type": "RuntimeDefault"}},
+            # istiod shares the system nodes with tenant pods (which may not use
+            # system classes): they cannot preempt it. The chart reads
+            # global.priorityClassName for the istiod Deployment.
+            "priorityClassName": "system-cluster-critical",
+        },
     }
 
 

@@ -3,7 +3,7 @@ and the edit Role in its own namespace, against each pattern's shipped stack.
 
 One test per attack, over every pattern of the registry where it applies. Each
 asserts the attack is refused by the rendered policies (evaluated as Kyverno
-would, on the object the mutating webhook leaves: tests/kyverno.py) or made
+would, on the object the mutating webhook leaves: tests/kyverno_engine.py) or made
 impossible by the resource graph, and shows the same attack getting through
 once its guard is removed.
 """
@@ -18,7 +18,7 @@ from functools import lru_cache
 import pytest
 
 from conftest import assert_problem, planned, problems, stack_config
-from kyverno import api_server_pod, review, without_rule
+from kyverno_engine import api_server_pod, review, without_rule
 from patterns import offline
 from patterns import program as program_module
 from patterns import plan as plan_module
@@ -398,3 +398,14 @@ def test_every_pinned_vpc_cni_has_strict_mode_and_the_subnet_discovery_switch():
     for minor, pins in KUBERNETES_MINORS.items():
         version = tuple(int(n) for n in pins.vpc_cni.removeprefix("v").split("-")[0].split("."))
         assert version >= (1, 18, 0), (minor, pins.vpc_cni)
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+def test_the_admission_and_mesh_control_planes_outrank_tenant_pods(pattern):
+    """Tenant pods run at the default priority (system classes are refused), so
+    a critical add-on with a system class preempts them, never the reverse."""
+    graph = planned(pattern)
+    releases = {r.name: r.inputs["values"] for r in graph.by_type("kubernetes:helm.sh/v3:Release")}
+    assert releases["egress-kyverno"]["admissionController"]["priorityClassName"] in SYSTEM_PRIORITY_CLASSES
+    if "egress-istiod" in releases:
+        assert releases["egress-istiod"]["global"]["priorityClassName"] in SYSTEM_PRIORITY_CLASSES

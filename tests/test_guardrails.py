@@ -4,9 +4,8 @@ release, tenant access, and the config checks of `iamRoleArn`."""
 from __future__ import annotations
 
 import json
-import re
 
-import jmespath
+import kyverno_engine as kyverno
 import pytest
 
 from dataclasses import replace
@@ -55,30 +54,17 @@ def rules(policy: dict) -> dict[str, dict]:
     return {r["name"]: r for r in policy["spec"]["rules"]}
 
 
-# --- a small evaluator for the deny conditions (Kyverno's JMESPath subset) -------
+# --- one rule at a time, through the Kyverno engine of tests/kyverno_engine.py -----------------
 
 
 def _resolve(value, request):
-    if isinstance(value, str) and (m := re.fullmatch(r"\{\{\s*(.*?)\s*\}\}", value)):
-        return jmespath.search(m.group(1), {"request": request})
-    return value
+    return kyverno._resolve(value, request["object"], request.get("namespace", ""), request.get("operation", "CREATE"))
 
 
 def denied(rule: dict, pod: dict, namespace: str, operation: str = "CREATE") -> bool:
-    request = {"object": pod, "namespace": namespace, "operation": operation}
-    results = []
-    for c in rule["validate"]["deny"]["conditions"]["any"]:
-        key, value = _resolve(c["key"], request), _resolve(c["value"], request)
-        keys = key if isinstance(key, list) else [key]
-        values = value if isinstance(value, list) else [value]
-        results.append(
-            {
-                "AnyNotIn": lambda: any(k not in values for k in keys),
-                "GreaterThan": lambda: key > value,
-                "NotEquals": lambda: key != value,
-            }[c["operator"]]()
-        )
-    return any(results)
+    """Whether this rule alone refuses the pod (the rule must apply to it)."""
+    policy = {"metadata": {"name": "one-rule"}, "spec": {"rules": [rule]}}
+    return not kyverno.review([policy], pod, namespace, operation).admitted
 
 
 def pod(tolerations=None, node_selector=None, labels=None, node_name=None) -> dict:
