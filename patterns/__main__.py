@@ -137,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def urns_command(stacks: list[str] | None, *, write: bool) -> int:
     from . import urns
-    from .offline import run_stack, stack_names
+    from .offline import run_stack, shipped_stacks
 
     stale = False
-    for stack in stacks or stack_names():
+    for stack in stacks or shipped_stacks():
         graph = run_stack(stack)
         report = urns.compare(stack, graph)
         if write:

@@ -150,6 +150,15 @@ def stack_names() -> list[str]:
     return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in STACKS_DIR.glob("Pulumi.*.yaml"))
 
 
+def shipped_stacks() -> list[str]:
+    """The stacks this repository ships: one per pattern, named after it. Any
+    other stack file in stacks/ is a user's own, which checks of the shipped
+    stacks (URN snapshots, docs) leave alone."""
+    from .settings import PATTERN_NAMES
+
+    return sorted(PATTERN_NAMES)
+
+
 class _StackFileLoader(yaml.SafeLoader):
     """Safe YAML that records a key given twice in one mapping: PyYAML would keep
     the last value silently, so one of the two settings would vanish unseen."""
@@ -516,4 +525,4 @@ def plan_stack(stack: str | None = None, config_file: str | Path | None = None,
     return plan_from_config(name, engine_config(stack_config), read_previous_outputs(previous))
 
 
-__all__ = ["Graph", "RecordedResource", "run", "run_stack", "plan_stack", "stack_names", "read_stack_file", "NAMESPACE"]
+__all__ = ["Graph", "RecordedResource", "run", "run_stack", "plan_stack", "shipped_stacks", "stack_names", "read_stack_file", "NAMESPACE"]

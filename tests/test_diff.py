@@ -77,7 +77,7 @@ def _with_inputs(type_: str, name: str, edit):
 
 
 def test_every_registered_type_has_replacement_rules_with_a_source():
-    types = {r.type for stack in offline.stack_names() for r in planned(stack).resources if r.custom}
+    types = {r.type for stack in offline.shipped_stacks() for r in planned(stack).resources if r.custom}
     assert {t for t in types if replace_paths(t) is None} == set()
     rules = replacement_rules()
     assert {"aws", "eks", "kubernetes"} <= set(rules["providers"])
@@ -94,7 +94,7 @@ def test_replace_rules_name_inputs_the_program_sends():
     """A misspelt rule would never fire: every rule of a type the stacks use
     names an input some resource of that type has (or a documented one)."""
     sent: dict[str, set[str]] = {}
-    for stack in offline.stack_names():
+    for stack in offline.shipped_stacks():
         for r in planned(stack).resources:
             sent.setdefault(r.type, set()).update(r.inputs)
     assert ("subnetIds",) in replace_paths(NODE_GROUP) and "subnetIds" in sent[NODE_GROUP]

@@ -10,7 +10,7 @@ import pytest
 from conftest import NODE_GROUP, planned
 from patterns import offline, program
 
-STACKS = offline.stack_names()
+STACKS = offline.shipped_stacks()
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -10,7 +10,10 @@ import yaml
 
 import test_base
 import test_docs
+import test_options
 import test_policy_pack
+import test_providers
+import test_urns
 from conftest import stack_config
 from patterns import offline
 
@@ -24,8 +27,15 @@ def test_a_users_own_stack_file_breaks_no_stack_check(tmp_path, monkeypatch):
     monkeypatch.setattr(offline, "STACKS_DIR", tmp_path)
     assert "mine" in offline.stack_names()
 
+    assert offline.shipped_stacks() == sorted(name for name in offline.stack_names() if name != "mine")
     test_docs.test_every_shipped_stack_names_its_own_pattern()
     test_base.test_every_shipped_stack_plans_cleanly()
+    test_urns.test_snapshots_are_sorted_and_cover_every_shipped_stack()
+    # Properties any valid stack has hold for the user's too.
     graph = offline.run_stack("mine")
     assert graph.plan.settings.pattern == "private-nat"
     test_policy_pack.test_every_stack_passes_the_pack(graph)
+    monkeypatch.setattr(test_providers, "planned", lambda stack: graph)
+    monkeypatch.setattr(test_options, "planned", lambda stack: graph)
+    test_providers.test_every_kubernetes_object_uses_the_cluster_provider("mine")
+    test_options.test_node_groups_leave_the_desired_size_to_the_autoscaler("mine")

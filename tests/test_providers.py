@@ -12,7 +12,7 @@ from conftest import assert_problem, config_with, planned, problems
 from patterns import offline, program
 from patterns.settings import DISABLE_DEFAULT_PROVIDERS
 
-STACKS = offline.stack_names()
+STACKS = offline.shipped_stacks()
 K8S_PROVIDER = "pulumi:providers:kubernetes"
 
 

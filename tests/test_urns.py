@@ -12,7 +12,7 @@ from conftest import planned
 from patterns import offline, urns
 from patterns.offline import Graph, Options
 
-STACKS = offline.stack_names()
+STACKS = offline.shipped_stacks()
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -47,7 +47,7 @@ def numbers(graph: Graph) -> str:
         for e in graph.plan.allow_list
     )
     rates = ", ".join(f"{r.item} ${r.usd_per_gb}/GB" for r in cost.rates)
-    seconds = data["modeledDeploySeconds"]
+    minutes = _minutes(data["modeledDeploySeconds"])
     return "\n".join([
         f"| `stacks/Pulumi.{graph.plan.stack}.yaml` | {len(graph.plan.settings.tenants)} tenants, "
         f"{len(graph.plan.settings.availability_zones)} AZs, {graph.plan.settings.region} |",
@@ -58,20 +58,30 @@ def numbers(graph: Graph) -> str:
         f"| NAT gateways | {data['natGateways']['private']} private, {data['natGateways']['public']} public |",
         f"| routable IPs taken from `egress:vpcCidr` | {data['routableIps']:,} |",
         f"| sources per tenant | {sources} |",
-        f"| modeled first `pulumi up` | {seconds // 60} min {seconds % 60:02d} s |",
+        f"| modeled first `pulumi up` | about {minutes} min |",
         f"| losing one AZ | {data['azLossImpact']['az']} |",
         f"| losing one gateway | {data['azLossImpact']['gateway']} |",
         "",
     ])
 
 
+# Steps shorter than this are left out of the docs' critical paths, and times
+# are rounded to the minute: the docs stay true while small objects come and go
+# (`plan` prints the exact model).
+LONG_STEP_SECONDS = 30
+
+
+def _minutes(seconds: int) -> int:
+    return round(seconds / 60)
+
+
 def deploy_times(graphs: dict[str, Graph]) -> str:
-    lines = ["| Pattern | Modeled first `pulumi up` | Critical path |", "| --- | --- | --- |"]
+    lines = ["| Pattern | Modeled first `pulumi up` | Its longest steps, in order |", "| --- | --- | --- |"]
     for name, graph in graphs.items():
         deploy = modeled(graph)
         path = " → ".join(f"{s.type.rsplit(':', 1)[-1]} {s.name} ({s.seconds} s)"
-                          for s in deploy.critical_path if s.seconds)
-        lines.append(f"| `{name}` | {deploy.seconds // 60} min {deploy.seconds % 60:02d} s | {path} |")
+                          for s in deploy.critical_path if s.seconds >= LONG_STEP_SECONDS)
+        lines.append(f"| `{name}` | about {_minutes(deploy.seconds)} min | {path} |")
     return "\n".join(lines) + "\n"
 
 
