@@ -1,6 +1,6 @@
 """Pattern 3, cilium: Cilium replaces the VPC CNI and kube-proxy; one
-CiliumEgressGatewayPolicy per tenant SNATs the tenant's pods to a fixed egress
-IP on a dedicated gateway node in every AZ. The firewall allow-lists the
+CiliumEgressGatewayPolicy per tenant and AZ SNATs the tenant's pods on that
+AZ's nodes to a fixed egress IP on the AZ's dedicated gateway node. The firewall allow-lists the
 tenant's egress IPs (one per AZ), known from the address plan before deploy.
 
 How an egress IP gets onto a gateway node (Cilium does not assign it; docs:
@@ -10,10 +10,11 @@ private IPs are pinned to the tenants' egress IPs. The ENI is tagged
 `cilium.io/no_manage=true`, which Cilium's ENI IPAM skips (Helm
 `eni.nodeSpec.excludeInterfaceTags`, cilium/cilium PR #19096), and the IPs sit
 in an explicit subnet CIDR reservation so AWS never hands them to a node or pod.
-The AZ's gateway node attaches the ENI at boot and keeps its addresses
-configured (node_script), so a replacement node takes over the same IPs.
+The AZ's gateway node attaches the ENI at boot, keeps its addresses configured
+and labels itself ready (node_script), so a replacement node takes over the
+same IPs and Cilium picks it without anyone re-applying a policy.
 
-Modules: `addresses` (the pure egress-IP plan), `policies` (the rendered
+Modules: `addresses` (the pure egress-IP plan), `admission` (the tenant label), `policies` (the rendered
 Kubernetes documents), `iam` (the IAM policies), `install` (the CNI),
 `gateway` (the egress path), `node_script` (the gateway node's boot service,
 from the package files egress-eni.sh and egress-eni.service).
