@@ -14,11 +14,13 @@ from ..cluster import SYSTEM_LABEL, Cluster, Cni, Taint
 from ..plan import Plan
 from .iam import CILIUM_CLUSTER_TAG, operator_policy
 
-# Chart 1.19.6. Fixes for gateways that go away or move are in 1.19.4 and later
-# (v1.19.4 release notes): endpoints no longer hashed onto a gateway whose node
-# stopped matching (cilium/cilium#44705) and the egress interface respected in
-# the FIB lookup (#45661). 1.20.0/1.20.1 have an egress-gateway regression with
-# dual-stack policies (cilium/cilium#48660), so stay on the 1.19 line.
+# Chart 1.19.6, the newest 1.19 patch, for its egress-gateway fixes (release
+# notes): 1.19.4 stops hashing endpoints onto a gateway whose node stopped
+# matching (cilium/cilium#44705) and respects the egress interface in the FIB
+# lookup (#45661); 1.19.5 fixes a corrupted namespaceSelector (#45926); 1.19.6
+# handles nil egress-gateway events (#46476). 1.20.0/1.20.1 have an
+# egress-gateway regression with dual-stack policies (cilium/cilium#48660), so
+# stay on the 1.19 line.
 CHART = "cilium"
 CHART_VERSION = "1.19.6"
 CHART_REPO = "https://helm.cilium.io/"
