@@ -69,6 +69,14 @@ def usable_host(subnet: ipaddress.IPv4Network, index: int) -> ipaddress.IPv4Addr
     return subnet.network_address + AWS_RESERVED_HEAD + index
 
 
+def pinned_block(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    """The first half of a gateway subnet: where every pattern pins addresses
+    (cilium's egress IPs, private-nat's NAT IPs). The base reserves it under
+    every pattern, so gateway nodes (the other half) never take one, whichever
+    pattern a stack runs or switches to."""
+    return next(subnet.subnets(prefixlen_diff=1))
+
+
 def usable_hosts(subnet: ipaddress.IPv4Network) -> int:
     return subnet.num_addresses - AWS_RESERVED_HEAD - AWS_RESERVED_TAIL
 

@@ -50,6 +50,8 @@ class Assignment:
     control_plane_azs: tuple[str, ...] = ()
     # Admin principal ARN -> access entry key.
     admins: Mapping[str, str] = field(default_factory=dict)
+    # The pattern deployed, so a change of pattern is known before it is made.
+    pattern: str | None = None
 
     def to_output(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,7 @@ class Assignment:
             "availabilityZones": dict(sorted(self.availability_zones.items(), key=lambda kv: kv[1])),
             "controlPlaneAvailabilityZones": list(self.control_plane_azs),
             "admins": dict(self.admins),
+            "pattern": self.pattern,
         }
 
     @classmethod
@@ -72,6 +75,7 @@ class Assignment:
             availability_zones={str(k): int(v) for k, v in value["availabilityZones"].items()},
             control_plane_azs=tuple(value["controlPlaneAvailabilityZones"]),
             admins={str(k): str(v) for k, v in value["admins"].items()},
+            pattern=value.get("pattern"),
         )
 
 
@@ -126,7 +130,7 @@ def assign(settings: Settings, previous: Assignment | None) -> tuple[Assignment,
             admins[arn] = known[arn]
         else:
             admins[arn] = ADMIN_KEY.format(_lowest_free(used | set(admins.values()), ADMIN_KEY))
-    return Assignment(tenants, positions, tuple(control_plane), admins), problems
+    return Assignment(tenants, positions, tuple(control_plane), admins, settings.pattern), problems
 
 
 def _lowest_free(taken: Iterable[Any], pattern: str | None = None) -> int:

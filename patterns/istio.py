@@ -739,6 +739,7 @@ SPEC = PatternSpec(
     checks=_checks,
     warnings=_warnings,
     node_group_count=lambda settings: 2,
+    gateway_nodes=True,
     multi_az_node_groups=lambda settings: ["the istio gateway group"],
     # The gateway runs in its namespace; the istio-cni agent (istio-system) runs on every node.
     gateway_namespaces=(GATEWAY_NAMESPACE, ISTIO_NAMESPACE),

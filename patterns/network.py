@@ -7,7 +7,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from .addressing import Subnet
+from .addressing import Subnet, pinned_block
 from .plan import Plan
 
 # Interface endpoints that let private nodes bootstrap, pull from ECR and reach
@@ -109,6 +109,26 @@ class Network(pulumi.ComponentResource):
         # the same range (which AWS refuses) before deleting the first.
         self.gateway_subnets = {
             s.az: self.routed_subnet(f"{name}-gateway", s, {"egress/role": "gateway"}, parent=self.vpc)
+            for s in plan.addresses.egress_subnets
+        }
+        # The pinned half of every gateway subnet is an explicit reservation under
+        # every pattern: AWS assigns none of its addresses on its own (only what
+        # a resource names), so no gateway node or pod ever holds an address a
+        # pattern pins, and a change of pattern cannot find its NAT or egress IPs
+        # taken. Reserving in-use addresses is allowed and unassigns nothing;
+        # reservations in one VPC must not overlap
+        # (https://docs.aws.amazon.com/vpc/latest/userguide/subnet-cidr-reservation.html).
+        # Name, parent and inputs are those cilium's reservation always had, so
+        # cilium stacks keep theirs as is.
+        self.pinned_reservations = {
+            s.az: aws.ec2.SubnetCidrReservation(
+                f"{name}-gateway-{s.az}-egress-ips",
+                subnet_id=self.gateway_subnets[s.az].id,
+                cidr_block=str(pinned_block(s.cidr)),
+                reservation_type="explicit",
+                description="Pinned egress IPs of the tenants",
+                opts=pulumi.ResourceOptions(parent=self.gateway_subnets[s.az]),
+            )
             for s in plan.addresses.egress_subnets
         }
 

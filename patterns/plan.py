@@ -100,6 +100,13 @@ class PatternSpec:
     warnings: Callable[[Settings, AddressPlan], list[str]] = lambda settings, addresses: []
     # Managed node groups this pattern creates (system group included), for the quota warning.
     node_group_count: Callable[[Settings], int] = lambda settings: 1
+    # The pattern pins addresses in the gateway subnets' pinned half (egress IPs,
+    # NAT IPs): a direct switch between two such patterns would pin addresses the
+    # other still holds until the end of the update.
+    pins_gateway_addresses: bool = False
+    # The pattern's gateway nodes took addresses anywhere in the gateway subnets
+    # until the base reserved the pinned half (istio; cilium always reserved it).
+    gateway_nodes: bool = False
     # The pattern's node groups that span every AZ: a new AZ replaces them
     # (aws.eks.NodeGroup subnet_ids forces replacement). Named for the plan's warning.
     multi_az_node_groups: Callable[[Settings], list[str]] = lambda settings: []
@@ -150,7 +157,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
                 )
             ]
         settings, problems = assigned(settings)
-        problems += spec.checks(settings) + _reserved_namespace_problems(settings, patterns)
+        problems += _switch_problems(settings, spec, previous, patterns) + spec.checks(settings) + _reserved_namespace_problems(settings, patterns)
         if not problems:
             try:
                 plan_addresses(settings, spec.tenant_range(settings), spec.tenant_range_key)
@@ -178,7 +185,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
     warnings = (
         _reach_warnings(settings) + list(spec.warnings(settings, addresses)) + _ignored_keys(settings, spec, patterns)
     )
-    warnings += _transit_gateway_warnings(settings, addresses)
+    warnings += _transit_gateway_warnings(settings, addresses) + _switch_warnings(settings, spec, previous, patterns)
     warnings += _day2_warnings(settings, spec, previous, bool(previous_outputs))
     return Plan(stack, settings, spec, addresses, allow_list, tuple(warnings))
 
@@ -228,6 +235,41 @@ def _day2_warnings(settings: Settings, spec: PatternSpec, previous: Assignment |
                 f"{NAMESPACE}:releasedAvailabilityZones to free it"
             )
     return warnings
+
+
+def _switch_problems(settings: Settings, spec: PatternSpec, previous: Assignment | None,
+                     patterns: Mapping[str, PatternSpec]) -> list[Problem]:
+    """Pulumi deletes what a program no longer declares only after creating what
+    it newly declares, so in one update the new pattern's pinned addresses (NAT
+    gateways, egress ENIs) are created while the old pattern's still hold theirs.
+    Both patterns pin from the start of the same reserved block, and their
+    addresses must never move (the firewall trusts them): such a switch takes two
+    updates, through a pattern that pins nothing there."""
+    old = patterns.get(previous.pattern) if previous and previous.pattern else None
+    if old is None or old is spec or not (old.pins_gateway_addresses and spec.pins_gateway_addresses):
+        return []
+    via = " or ".join(p.name for p in patterns.values() if not p.pins_gateway_addresses)
+    return [
+        Problem(
+            f"{NAMESPACE}:pattern",
+            f"a switch from {old.name} to {spec.name} in one update would create {spec.name}'s pinned addresses in "
+            f"the gateway subnets while {old.name}'s still hold them (Pulumi deletes the old resources last): "
+            f"switch to {via} first, `pulumi up`, then to {spec.name}",
+        )
+    ]
+
+
+def _switch_warnings(settings: Settings, spec: PatternSpec, previous: Assignment | None,
+                     patterns: Mapping[str, PatternSpec]) -> list[str]:
+    old = patterns.get(previous.pattern) if previous and previous.pattern else None
+    if old is None or old is spec or not (old.gateway_nodes and spec.pins_gateway_addresses):
+        return []
+    return [
+        f"switching from {old.name}: its gateway nodes get addresses outside the pinned half of the gateway "
+        "subnets only since the base reserves it; a gateway node launched before that (by a version of this "
+        f"program older than the reservation) may hold an address {spec.name} pins, so replace the {old.name} "
+        "gateway nodes once before this switch if the stack was deployed that long ago"
+    ]
 
 
 def _transit_gateway_warnings(settings: Settings, addresses: AddressPlan) -> list[str]:

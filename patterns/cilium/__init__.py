@@ -45,6 +45,7 @@ SPEC = PatternSpec(
     checks=checks,
     warnings=warnings,
     node_group_count=lambda settings: 1 + len(settings.availability_zones),
+    pins_gateway_addresses=True,
 )
 
 __all__ = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..addressing import AWS_RESERVED_HEAD, AddressPlan, Subnet, usable_host
+from ..addressing import AWS_RESERVED_HEAD, AddressPlan, Subnet, pinned_block, usable_host
 from ..settings import NAMESPACE, Problem, Settings, Tenant
 
 # IPv4 addresses per ENI (EC2 user guide, "IP addresses per network interface
@@ -22,7 +22,7 @@ IPV4_PER_ENI = {
 def egress_ip_block(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
     """The first half of an egress subnet, reserved for pinned egress IPs (the
     other half serves the gateway nodes' own addresses)."""
-    return next(subnet.subnets(prefixlen_diff=1))
+    return pinned_block(subnet)
 
 
 def eni_primary_ip(subnet: Subnet) -> ipaddress.IPv4Address:

@@ -17,7 +17,7 @@ from ..network import Network
 from ..plan import Plan
 from ..settings import Settings
 from ..tenancy import TENANT_KEY, TenantNamespaces, gateway_taint
-from .addresses import egress_ip_block, egress_ips, eni_ips
+from .addresses import egress_ips, eni_ips
 from .iam import GATEWAY_ENI_TAG, gateway_node_policy
 from .install import NO_MANAGE_TAG
 from .node_script import gateway_user_data
@@ -78,16 +78,9 @@ class CiliumEgress(pulumi.ComponentResource):
         for subnet in plan.addresses.egress_subnets:
             az = subnet.az
             resource = network.gateway_subnets[az]
-            # AWS never auto-assigns addresses from an explicit reservation, so
+            # The base reserves the pinned half explicitly (Network.pinned_reservations):
             # nodes and pods cannot take a tenant's future egress IP.
-            reservation = aws.ec2.SubnetCidrReservation(
-                f"{name}-gateway-{az}-egress-ips",
-                subnet_id=resource.id,
-                cidr_block=str(egress_ip_block(subnet.cidr)),
-                reservation_type="explicit",
-                description="Pinned egress IPs of the tenants",
-                opts=pulumi.ResourceOptions(parent=resource),
-            )
+            reservation = network.pinned_reservations[az]
             eni = aws.ec2.NetworkInterface(
                 f"{name}-gateway-{az}",
                 subnet_id=resource.id,
