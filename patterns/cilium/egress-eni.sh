@@ -136,11 +136,11 @@ while true; do
   if want=$(imds "network/interfaces/macs/$mac/local-ipv4s"); then
     for ip in $want; do
       ip addr replace "$ip/$PREFIX_LENGTH" dev "$dev" noprefixroute
-      ip rule show priority "$RULE_PRIORITY" | grep -q "from $ip lookup $TABLE" ||
+      ip rule show priority "$RULE_PRIORITY" | grep -qF "from $ip lookup $TABLE" ||
         ip rule add from "$ip" lookup "$TABLE" priority "$RULE_PRIORITY"
     done
     for ip in $(configured); do
-      grep -qx "$ip" <<< "$want" && continue
+      grep -qxF "$ip" <<< "$want" && continue
       log "$ip is no longer assigned to $ENI_ID; removing it"
       ip addr del "$ip/$PREFIX_LENGTH" dev "$dev"
       ip rule del from "$ip" lookup "$TABLE" priority "$RULE_PRIORITY" 2> /dev/null
