@@ -1,7 +1,9 @@
 """`python -m patterns diff OLD NEW`: what `pulumi up` would do to a stack when
 its stack file (or the program) changes from OLD to NEW, before anything runs.
 
-Each side is a stack file (planned offline) or a saved `plan --format json`.
+Each side is a stack file (planned offline) or a saved `plan --format json`;
+NEW is planned with OLD's stack outputs read back, as `pulumi up` reads the
+deployed stack's (so tenant slots and AZ positions persist as they would).
 Resources are matched by URN (aliases included, as the engine matches them) and
 sorted into created, updated (with the changed input paths), replaced and
 deleted. "Replaced" follows the providers' replace-on-change properties
@@ -67,6 +69,7 @@ class Side:
     stack: str
     resources: dict[str, RecordedResource]  # by URN, normalised to the compared stack's name
     allow_list: list[dict[str, Any]]
+    outputs: dict[str, Any] = field(default_factory=dict)  # the stack outputs it exports
 
 
 def _saved_plan(path: Path) -> dict[str, Any] | None:
@@ -134,17 +137,21 @@ def _resource(data: Mapping[str, Any], stack: str) -> RecordedResource:
     )
 
 
-def load_side(path: Path, stack: str) -> Side:
-    """A saved plan as it is, or a stack file planned offline as `stack`."""
+def load_side(path: Path, stack: str, previous_outputs: Mapping[str, Any] | None = None) -> Side:
+    """A saved plan as it is, or a stack file planned offline as `stack`,
+    reading back `previous_outputs` (what the stack last exported: its
+    persisted assignment) as `pulumi up` does."""
     document = _saved_plan(path)
     if document is None:
-        document = run(stack, read_stack_file(path)).to_json()
+        document = run(stack, read_stack_file(path), previous_outputs).to_json()
     resources = [_resource(r, stack) for r in document["resources"]]
-    return Side(str(path), document["stack"], {r.urn: r for r in resources}, document["allowList"])
+    return Side(str(path), document["stack"], {r.urn: r for r in resources}, document["allowList"],
+                document.get("outputs") or {})
 
 
 def side_from_graph(label: str, graph: Graph) -> Side:
-    return Side(label, graph.plan.stack, {r.urn: r for r in graph.resources}, graph.plan.allow_list_json())
+    return Side(label, graph.plan.stack, {r.urn: r for r in graph.resources}, graph.plan.allow_list_json(),
+                graph.outputs)
 
 
 # --- input paths -------------------------------------------------------------------
@@ -396,7 +403,9 @@ def compare(old: Side, new: Side, stack: str) -> Diff:
 def diff_files(old: str | Path, new: str | Path, stack: str | None = None) -> Diff:
     old, new = Path(old), Path(new)
     name = stack_name(old, new, stack)
-    return compare(load_side(old, name), load_side(new, name), name)
+    before = load_side(old, name)
+    # NEW is what `pulumi up` would make of the stack as OLD left it.
+    return compare(before, load_side(new, name, before.outputs), name)
 
 
 # --- text -------------------------------------------------------------------------------
