@@ -30,7 +30,8 @@ from .addressing import AddressPlan, Subnet, pinned_block, usable_host, usable_h
 from .cluster import Cluster, Cni, VpcCni
 from .network import Network
 from .plan import PatternSpec, Plan
-from .settings import NAMESPACE, NAT_GATEWAY_MAX_IPS, RFC1918, Problem, Settings, Tenant
+from .settings import NAMESPACE, NAT_GATEWAY_MAX_IPS, Problem, Settings, Tenant
+from .settings.aws_rules import association_restriction
 from .tenancy import DEDICATED_NODES, DedicatedTenant, TenantNamespaces
 
 # Simultaneous connections per NAT IP to one destination (IP, port, protocol), and the
@@ -94,26 +95,39 @@ def _sources(settings: Settings, addresses: AddressPlan, tenant: Tenant) -> list
 # --- checks and warnings (pure, before deploy) ------------------------------------
 
 
+SHARED_SPACE = ipaddress.IPv4Network("100.64.0.0/10")  # RFC 6598: rarely used on-prem
+
+
 def _checks(settings: Settings) -> list[Problem]:
     problems: list[Problem] = []
     tenant_cidr = settings.private_nat.tenant_cidr
     vpc = settings.vpc_cidr
     key = f"{KEY}.tenantCidr"
-    # https://docs.aws.amazon.com/vpc/latest/userguide/vpc-cidr-blocks.html (sizes, association restrictions)
-    if not 16 <= tenant_cidr.prefixlen <= 28:
-        problems.append(Problem(key, f"{tenant_cidr} cannot be a VPC range; AWS accepts /16 to /28, e.g. 100.64.0.0/16"))
     if tenant_cidr.overlaps(vpc):
         problems.append(
             Problem(key, f"{tenant_cidr} overlaps egress:vpcCidr {vpc}; it is a second range of the VPC, "
                          "so pick one outside it, e.g. 100.64.0.0/16")
         )
-    primary_block = next((r for r in RFC1918 if vpc.subnet_of(r)), None)
-    tenant_block = next((r for r in RFC1918 if tenant_cidr.subnet_of(r)), None)
-    if primary_block and tenant_block and primary_block != tenant_block:
+    elif refused := association_restriction(vpc, tenant_cidr):
+        rule, restricted = refused
         problems.append(
-            Problem(key, f"AWS does not associate {tenant_cidr} ({tenant_block}) with a VPC whose primary range is "
-                         f"in {primary_block}; use a range in {primary_block} or in 100.64.0.0/10")
+            Problem(key, f"AWS does not associate {tenant_cidr} ({restricted}) with a VPC whose primary range is "
+                         f"in {rule.primary_described}; use a range in {rule.permitted}")
         )
+    for index, onprem in enumerate(settings.on_prem_cidrs):
+        # A subnet route more specific than the VPC's local route must match a whole
+        # subnet and point at a NAT gateway, interface or GWLB endpoint, never the
+        # transit gateway (https://docs.aws.amazon.com/vpc/latest/userguide/subnet-route-tables.html,
+        # https://docs.aws.amazon.com/vpc/latest/userguide/route-tables-priority.html).
+        if onprem.subnet_of(tenant_cidr):
+            clear = next((c for c in SHARED_SPACE.subnets(new_prefix=max(tenant_cidr.prefixlen, 16))
+                          if not any(c.overlaps(o) for o in (vpc, *settings.on_prem_cidrs))), None)
+            problems.append(
+                Problem(f"{NAMESPACE}:onPremCidrs[{index}]",
+                        f"{onprem} lies inside {KEY}.tenantCidr {tenant_cidr}, so AWS refuses its route and the "
+                        "tenants could not reach it; move tenantCidr to a range clear of it"
+                        + (f", e.g. {clear}" if clear else ""))
+            )
     for index, tenant in enumerate(settings.tenants):
         for u, upstream in enumerate(tenant.upstreams):
             if upstream.cidr.overlaps(tenant_cidr):

@@ -304,6 +304,45 @@ def test_tenant_cidr_must_be_associable_with_the_vpc():
     }
 
 
+@pytest.mark.parametrize(
+    "vpc, tenant_cidr, restricted, advice",
+    [
+        # One case per row of the VPC guide's association restrictions table.
+        ("10.0.0.0/16", "10.1.0.0/16", None, None),
+        ("10.1.0.0/16", "10.0.0.0/16", "10.0.0.0/16", "10.0.0.0/8 outside 10.0.0.0/16, or in 100.64.0.0/10"),
+        ("10.30.0.0/16", "10.0.0.0/16", None, None),  # primary outside 10.0.0.0/15: 10.0.0.0/16 is fine
+        ("10.30.0.0/16", "192.168.0.0/16", "192.168.0.0/16", "10.0.0.0/8 or in 100.64.0.0/10"),
+        ("172.20.0.0/16", "172.31.0.0/16", "172.31.0.0/16", "172.16.0.0/12 outside 172.31.0.0/16"),
+        ("172.20.0.0/16", "172.21.0.0/16", None, None),
+        ("192.168.0.0/16", "10.40.0.0/16", "10.0.0.0/8", "192.168.0.0/16 or in 100.64.0.0/10"),
+        ("100.64.0.0/16", "10.40.0.0/16", "10.0.0.0/8", "100.64.0.0/10"),
+        ("100.64.0.0/16", "100.65.0.0/16", None, None),
+        ("172.20.0.0/16", "100.64.0.0/16", None, None),
+    ],
+)
+def test_tenant_cidr_follows_the_association_restrictions_table(vpc, tenant_cidr, restricted, advice):
+    config = stack_config()
+    config["egress:vpcCidr"] = vpc
+    config["egress:privateNat"]["tenantCidr"] = tenant_cidr
+    if restricted is None:
+        plan(config)  # accepted
+        return
+    (message,) = problems(config)["egress:privateNat.tenantCidr"]
+    assert message.startswith(f"AWS does not associate {tenant_cidr} ({restricted}) with a VPC whose primary range")
+    assert advice in message
+
+
+def test_on_prem_ranges_inside_the_tenant_range_are_refused():
+    config = stack_config()
+    config["egress:onPremCidrs"] = ["10.100.0.0/14", "100.64.8.0/24", "100.64.0.0/16"]
+    found = problems(config)
+    for index, onprem in ((1, "100.64.8.0/24"), (2, "100.64.0.0/16")):
+        assert found[f"egress:onPremCidrs[{index}]"] == [
+            f"{onprem} lies inside egress:privateNat.tenantCidr 100.64.0.0/16, so AWS refuses its route and the "
+            "tenants could not reach it; move tenantCidr to a range clear of it, e.g. 100.65.0.0/16"
+        ]
+
+
 def test_tenant_cidr_may_overlap_on_prem_but_not_a_tenants_upstream():
     config = stack_config()
     config["egress:privateNat"]["tenantCidr"] = "10.103.0.0/16"  # on-prem, no upstream there: fine

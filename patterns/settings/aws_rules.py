@@ -1,0 +1,53 @@
+"""Rules AWS enforces on what a stack file asks for, kept as data with their sources,
+so the plan refuses what an API call would refuse halfway through a deploy."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+Net = ipaddress.IPv4Network
+
+# --- secondary VPC ranges ---------------------------------------------------------
+# "IPv4 CIDR block association restrictions", Amazon VPC User Guide, VPC CIDR blocks
+# (https://docs.aws.amazon.com/vpc/latest/userguide/vpc-cidr-blocks.html#add-cidr-block-restrictions),
+# as published in April 2026: which secondary ranges a VPC accepts depends on where
+# its primary range lies.
+_RFC1918 = (Net("10.0.0.0/8"), Net("172.16.0.0/12"), Net("192.168.0.0/16"))
+_BENCHMARK = Net("198.19.0.0/16")
+
+
+@dataclass(frozen=True)
+class AssociationRule:
+    primary: Net  # the row applies to a primary range inside this one
+    primary_described: str
+    restricted: tuple[Net, ...]  # no secondary range may overlap these
+    permitted: str  # the table's advice, for the message
+
+
+# The first row whose `primary` holds the VPC's primary range applies.
+ASSOCIATION_RULES = (
+    AssociationRule(Net("10.0.0.0/15"), "10.0.0.0/15",
+                    (Net("172.16.0.0/12"), Net("192.168.0.0/16"), Net("10.0.0.0/16"), _BENCHMARK),
+                    "10.0.0.0/8 outside 10.0.0.0/16, or in 100.64.0.0/10"),
+    AssociationRule(Net("10.0.0.0/8"), "10.0.0.0/8",
+                    (Net("172.16.0.0/12"), Net("192.168.0.0/16"), _BENCHMARK),
+                    "10.0.0.0/8 or in 100.64.0.0/10"),
+    AssociationRule(Net("172.16.0.0/12"), "172.16.0.0/12",
+                    (Net("10.0.0.0/8"), Net("192.168.0.0/16"), Net("172.31.0.0/16"), _BENCHMARK),
+                    "172.16.0.0/12 outside 172.31.0.0/16, or in 100.64.0.0/10"),
+    AssociationRule(Net("192.168.0.0/16"), "192.168.0.0/16",
+                    (Net("10.0.0.0/8"), Net("172.16.0.0/12"), _BENCHMARK),
+                    "192.168.0.0/16 or in 100.64.0.0/10"),
+    AssociationRule(_BENCHMARK, "198.19.0.0/16", _RFC1918, "100.64.0.0/10"),
+    AssociationRule(Net("0.0.0.0/0"), "100.64.0.0/10 or a public range", (*_RFC1918, _BENCHMARK),
+                    "100.64.0.0/10"),
+)
+
+
+def association_restriction(primary: Net, secondary: Net) -> tuple[AssociationRule, Net] | None:
+    """The table row and the restricted range that stop AWS from associating
+    `secondary` with a VPC whose primary range is `primary`, or None if allowed."""
+    rule = next(r for r in ASSOCIATION_RULES if primary.subnet_of(r.primary))
+    restricted = next((r for r in rule.restricted if secondary.overlaps(r)), None)
+    return (rule, restricted) if restricted else None
