@@ -18,14 +18,13 @@ import pulumi_kubernetes as k8s
 
 from .network import Network
 from .plan import Plan
+from .settings.aws_rules import ec2_service_principal, eks_access_policy_arn, managed_policy_arn
 from .versions import KUBERNETES_MINORS
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
-ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
-NODE_POLICIES = {
-    "worker": "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
-    "ecr": "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
-}
+# ARNs carry the region's partition (arn:aws-us-gov:..., arn:aws-cn:...).
+ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
+NODE_POLICIES = {"worker": "AmazonEKSWorkerNodePolicy", "ecr": "AmazonEC2ContainerRegistryPullOnly"}
 SYSTEM_LABEL = {"egress/role": "system"}
 PLATFORM_POLICY = "platform-allow-all"  # NetworkPolicy of the add-ons' namespaces under a strict CNI
 
@@ -67,6 +66,7 @@ class Cluster(pulumi.ComponentResource):
         settings = plan.settings
         child = pulumi.ResourceOptions(parent=self)
         self.stack = plan.stack
+        self.partition = settings.partition
         self.vpc_id = network.vpc_id
         self.kubernetes_version = settings.kubernetes_version
         self.pins = KUBERNETES_MINORS[settings.kubernetes_version]  # add-on versions of this minor
@@ -96,7 +96,7 @@ class Cluster(pulumi.ComponentResource):
                     principal_arn=arn,
                     access_policies={
                         "cluster-admin": eks.AccessPolicyAssociationArgs(
-                            policy_arn=ADMIN_POLICY,
+                            policy_arn=eks_access_policy_arn(self.partition, ADMIN_POLICY),
                             access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
                         )
                     },
@@ -165,7 +165,8 @@ class Cluster(pulumi.ComponentResource):
                 {
                     "Version": "2012-10-17",
                     "Statement": [
-                        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                        {"Effect": "Allow", "Principal": {"Service": ec2_service_principal(self.partition)},
+                         "Action": "sts:AssumeRole"}
                     ],
                 }
             ),
@@ -174,9 +175,10 @@ class Cluster(pulumi.ComponentResource):
         )
         attachments = [
             aws.iam.RolePolicyAttachment(
-                f"{name}-{key}", role=role.name, policy_arn=arn, opts=pulumi.ResourceOptions(parent=role)
+                f"{name}-{key}", role=role.name, policy_arn=managed_policy_arn(self.partition, policy),
+                opts=pulumi.ResourceOptions(parent=role),
             )
-            for key, arn in NODE_POLICIES.items()
+            for key, policy in NODE_POLICIES.items()
         ]
         return NodeRole(role, attachments)
 
@@ -330,7 +332,7 @@ class VpcCni(Cni):
         super().__init__("egress:base:VpcCni", name, None, opts)
         role = cluster.irsa_role(
             f"{name}-vpc-cni", "kube-system", "aws-node",
-            ["arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"], parent=self,
+            [managed_policy_arn(cluster.partition, "AmazonEKS_CNI_Policy")], parent=self,
         )
         self.configuration = {
             "enableNetworkPolicy": "true",

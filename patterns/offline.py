@@ -32,6 +32,7 @@ from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 from .plan import Plan
 from .program import plan_from_config
 from .settings import NAMESPACE, ConfigError, Problem
+from .settings.aws_rules import partition_of
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = ROOT / "stacks"
@@ -276,6 +277,7 @@ class _Mocks(pulumi_mocks.Mocks):
     def __init__(self, monitor: RecordingMonitor, region: str, previous_outputs: Mapping[str, Any]):
         self.monitor = monitor
         self.region = region
+        self.partition = partition_of(region) or "aws"  # ARNs the provider would return
         self.previous_outputs = previous_outputs
         self.invokes: list[tuple[str, dict[str, Any]]] = []
 
@@ -285,7 +287,7 @@ class _Mocks(pulumi_mocks.Mocks):
             # The stack's own outputs from its last deploy: a saved plan's, or none.
             return {"name": args.args["name"], "outputs": dict(self.previous_outputs), "secretOutputNames": []}
         if args.token == GET_CALLER_IDENTITY:
-            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:role/deployer", "id": ACCOUNT,
+            return {"accountId": ACCOUNT, "arn": f"arn:{self.partition}:iam::{ACCOUNT}:role/deployer", "id": ACCOUNT,
                     "userId": "AROAEXAMPLE:deployer"}
         if args.token == GET_TRANSIT_GATEWAY:
             owner, auto_accept = SHARED_TRANSIT_GATEWAYS.get(args.args["id"], (ACCOUNT, False))
@@ -296,7 +298,7 @@ class _Mocks(pulumi_mocks.Mocks):
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
         inputs = dict(args.inputs)
         rid = f"{args.typ.rsplit(':', 1)[-1].lower()}-{args.name}"  # e.g. subnet-payments-eu-west-1a
-        arn = f"arn:aws:{args.typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT}:{args.name}"
+        arn = f"arn:{self.partition}:{args.typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT}:{args.name}"
         state = {**inputs, "id": rid, "arn": arn}
         state.setdefault("name", args.name)
         if args.typ == "eks:index:Cluster":
@@ -304,7 +306,7 @@ class _Mocks(pulumi_mocks.Mocks):
         elif args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
             state["latestVersion"] = 1
         elif args.typ == "aws:iam/role:Role":
-            state["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{args.name}"
+            state["arn"] = f"arn:{self.partition}:iam::{ACCOUNT}:role/{args.name}"
         return rid, state
 
     def _eks_cluster(self, name: str) -> dict[str, Any]:
@@ -318,7 +320,7 @@ class _Mocks(pulumi_mocks.Mocks):
             f"{name}-eksCluster",
             {
                 "name": f"{name}-eksCluster",
-                "arn": f"arn:aws:eks:{self.region}:{ACCOUNT}:cluster/{name}-eksCluster",
+                "arn": f"arn:{self.partition}:eks:{self.region}:{ACCOUNT}:cluster/{name}-eksCluster",
                 "endpoint": endpoint,
                 "vpcConfig": {"clusterSecurityGroupId": f"sg-{name}-cluster"},
                 "identities": [{"oidcs": [{"issuer": f"https://{issuer}"}]}],
@@ -329,7 +331,7 @@ class _Mocks(pulumi_mocks.Mocks):
             "eksCluster": {_SIG: _RESOURCE_SIG, "urn": cluster_urn, "id": f"{name}-eksCluster"},
             "kubeconfig": kubeconfig,
             "kubeconfigJson": json.dumps(kubeconfig),
-            "oidcProviderArn": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{issuer}",
+            "oidcProviderArn": f"arn:{self.partition}:iam::{ACCOUNT}:oidc-provider/{issuer}",
             "oidcProviderUrl": f"https://{issuer}",
             "oidcIssuer": issuer,
         }

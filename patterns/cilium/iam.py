@@ -12,6 +12,8 @@ guide, policy variables), so a statement on it names the calling instance only.
 
 from __future__ import annotations
 
+from ..settings.aws_rules import partition_of
+
 GATEWAY_ENI_TAG = "egress/gateway-eni"  # value: the stack; marks the egress ENIs
 CILIUM_CLUSTER_TAG = "io.cilium/cluster-name"  # Cilium tags the ENIs it creates (eni.gcTags)
 EKS_CLUSTER_TAG = "eks:cluster-name"  # EKS tags managed node group instances with it
@@ -31,7 +33,7 @@ ENI_WRITE_ACTIONS = [
 
 
 def _arn(region: str, resource: str) -> str:
-    return f"arn:aws:ec2:{region}:*:{resource}"
+    return f"arn:{partition_of(region)}:ec2:{region}:*:{resource}"
 
 
 def operator_policy(region: str, vpc_id: str, cluster_name: str) -> dict:
@@ -67,17 +69,17 @@ def operator_policy(region: str, vpc_id: str, cluster_name: str) -> dict:
             {"Sid": "AttachToTheClustersNodes", "Effect": "Allow", "Action": "ec2:AttachNetworkInterface",
              "Resource": _arn(region, "instance/*"),
              "Condition": {"StringEquals": {f"aws:ResourceTag/{EKS_CLUSTER_TAG}": cluster_name}}},
-            *_egress_eni_guard(),
+            *_egress_eni_guard(region),
         ],
     }
 
 
-def _egress_eni_guard() -> list[dict]:
+def _egress_eni_guard(region: str) -> list[dict]:
     """Explicit denies: no change to an egress ENI, and no adding or removing
     the tag that makes an ENI one (which would let gateway nodes attach it)."""
     return [
         {"Sid": "NeverTouchEgressEnis", "Effect": "Deny", "Action": ENI_WRITE_ACTIONS,
-         "Resource": "arn:aws:ec2:*:*:network-interface/*",
+         "Resource": f"arn:{partition_of(region)}:ec2:*:*:network-interface/*",
          "Condition": {"Null": {f"aws:ResourceTag/{GATEWAY_ENI_TAG}": "false"}}},
         {"Sid": "NeverMarkEgressEnis", "Effect": "Deny", "Action": ["ec2:CreateTags", "ec2:DeleteTags"],
          "Resource": "*", "Condition": {"ForAnyValue:StringEquals": {"aws:TagKeys": [GATEWAY_ENI_TAG]}}},

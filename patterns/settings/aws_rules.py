@@ -4,6 +4,7 @@ so the plan refuses what an API call would refuse halfway through a deploy."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 Net = ipaddress.IPv4Network
@@ -51,3 +52,45 @@ def association_restriction(primary: Net, secondary: Net) -> tuple[AssociationRu
     rule = next(r for r in ASSOCIATION_RULES if primary.subnet_of(r.primary))
     restricted = next((r for r in rule.restricted if secondary.overlaps(r)), None)
     return (rule, restricted) if restricted else None
+
+
+# --- partitions ---------------------------------------------------------------------
+# A region's partition is the second field of every ARN in it (arn:aws-us-gov:...).
+# Region patterns: the "regionRegex" of each partition in botocore's endpoints.json
+# (https://github.com/boto/botocore/blob/develop/botocore/data/endpoints.json), April 2026.
+PARTITIONS = (
+    ("aws", re.compile(r"(us|eu|ap|sa|ca|me|af|il|mx)-\w+-\d+")),
+    ("aws-cn", re.compile(r"cn-\w+-\d+")),
+    ("aws-us-gov", re.compile(r"us-gov-\w+-\d+")),
+    ("aws-iso", re.compile(r"us-iso-\w+-\d+")),
+    ("aws-iso-b", re.compile(r"us-isob-\w+-\d+")),
+    ("aws-iso-e", re.compile(r"eu-isoe-\w+-\d+")),
+    ("aws-iso-f", re.compile(r"us-isof-\w+-\d+")),
+    ("aws-eusc", re.compile(r"eusc-(de)-\w+-\d+")),
+)
+
+
+def partition_of(region: str) -> str | None:
+    """The partition a region belongs to, None if the name fits none."""
+    # The commercial pattern also matches us-gov-west-1, so the specific ones go first.
+    for name, pattern in sorted(PARTITIONS, key=lambda p: p[0] == "aws"):
+        if pattern.fullmatch(region):
+            return name
+    return None
+
+
+def managed_policy_arn(partition: str, name: str) -> str:
+    """An AWS managed IAM policy, e.g. AmazonEKSWorkerNodePolicy."""
+    return f"arn:{partition}:iam::aws:policy/{name}"
+
+
+def eks_access_policy_arn(partition: str, name: str) -> str:
+    """An EKS access policy, e.g. AmazonEKSClusterAdminPolicy (EKS user guide, access policies)."""
+    return f"arn:{partition}:eks::aws:cluster-access-policy/{name}"
+
+
+def ec2_service_principal(partition: str) -> str:
+    """The principal EC2 instances assume roles as. In China EKS requires the .cn
+    name in a node role's trust policy ("Following required service principals
+    [ec2.amazonaws.com.cn] were not found": awslabs/cdk-eks-blueprints#558)."""
+    return "ec2.amazonaws.com.cn" if partition == "aws-cn" else "ec2.amazonaws.com"

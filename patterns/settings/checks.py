@@ -12,10 +12,10 @@ from typing import Any
 from pydantic.alias_generators import to_snake
 
 from .errors import NAMESPACE, Problem
+from .aws_rules import partition_of
 from .models import MAX_AZS, PRIVATE_RANGES, Settings, Tenant, quantity_value
 
 _AZ_SUFFIX = re.compile(r"^[a-z]$")
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 
 
 class Partial(dict):
@@ -37,7 +37,7 @@ def base_checks(s: Partial) -> list[Problem]:
             problems.append(Problem(key, f"lists {len(azs)} AZs; at most {MAX_AZS} are supported"))
         for dup in sorted({a for a in azs if azs.count(a) > 1}):
             problems.append(Problem(key, f"{dup!r} is listed twice; list each AZ once"))
-    if s.region is not None and not _REGION.match(s.region):
+    if s.region is not None and partition_of(s.region) is None:
         problems.append(Problem("aws:region", f"{s.region!r} is not an AWS region name; use one such as eu-west-1"))
     elif s.region is not None and azs is not None:
         for az in azs:
@@ -45,6 +45,9 @@ def base_checks(s: Partial) -> list[Problem]:
                 problems.append(
                     Problem(key, f"{az!r} is not an AZ of region {s.region}; use e.g. {s.region}a")
                 )
+    problems += _role_partition_problems(
+        s.region, [(f"{NAMESPACE}:clusterAdminRoleArns[{i}]", a) for i, a in enumerate(s.cluster_admin_role_arns or [])]
+    )
     problems += _listed_twice(
         "onPremCidrs", s.on_prem_cidrs, "AWS refuses a second identical route (RouteAlreadyExists)"
     )
@@ -80,6 +83,21 @@ def base_checks(s: Partial) -> list[Problem]:
         problems.append(Problem(f"{NAMESPACE}:systemNodes.min",
                                 f"{s.system_nodes.min} is larger than systemNodes.max ({s.system_nodes.max}); "
                                 "lower min or raise max"))
+    return problems
+
+
+def _role_partition_problems(region: str | None, arns: list[tuple[str, str]]) -> list[Problem]:
+    """A role ARN names its partition; EKS refuses an access entry for a principal of another one.
+    `arns`: (config key, ARN)."""
+    partition = partition_of(region) if region else None
+    problems = []
+    for key, arn in arns if partition else []:
+        written = arn.split(":")[1]
+        if written != partition:
+            problems.append(Problem(
+                key, f"{arn} is in partition {written!r} but aws:region {region} is in {partition!r}; "
+                     f"use arn:{partition}:iam::<account>:role/<name>",
+            ))
     return problems
 
 
@@ -145,6 +163,8 @@ def tenant_checks(base: Partial, tenants: list[tuple[int, Tenant]], raw: list[An
                 problems.append(
                     Problem(f"{key}.upstreams[{u}].cidr", f"{upstream.cidr} overlaps egress:vpcCidr")
                 )
+        if tenant.iam_role_arn:
+            problems += _role_partition_problems(base.region, [(f"{key}.iamRoleArn", tenant.iam_role_arn)])
         if tenant.iam_role_arn and tenant.iam_role_arn in (base.cluster_admin_role_arns or []):
             problems.append(
                 Problem(

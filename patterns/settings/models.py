@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PrivateAttr
 from pydantic.alias_generators import to_camel
 
+from .aws_rules import partition_of
+
 from ..versions import SUPPORTED_MINORS
 
 PatternName = Literal["subnet-cidr", "private-nat", "cilium", "istio"]
@@ -344,6 +346,11 @@ class Settings(_Model):
     def api_access_ranges(self) -> list[ipaddress.IPv4Network]:
         """Where operators reach the private API endpoint from."""
         return self.api_access_cidrs or self.on_prem_cidrs
+
+    @cached_property
+    def partition(self) -> str:
+        """The AWS partition of the region (aws, aws-us-gov, aws-cn, ...): every ARN's second field."""
+        return partition_of(self.region) or "aws"
 
     @cached_property
     def slots(self) -> dict[str, int]:
