@@ -9,6 +9,7 @@ import ipaddress
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from patterns import cilium, offline
 from patterns.program import plan_from_config
@@ -524,3 +525,13 @@ def test_a_removed_tenants_reserved_slot_keeps_its_ip_and_counts_as_taken(stack_
     assert "7 more tenant(s) fit (slots 2-8)" in warning
     assert _eni_lists(removed) == _eni_lists(stack_config)
     assert [str(ip) for ip in cilium.eni_ips(after.settings, after.addresses.egress_subnets[0])][1] == "10.40.68.5"
+
+
+@hsettings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.permutations(range(9)).flatmap(lambda order: st.integers(1, 9).map(lambda n: order[:n])))
+def test_any_set_and_order_of_tenants_leaves_every_eni_as_it_was(stack_config, order):
+    """Property: whichever tenants exist, in whatever order, the ENIs hold the
+    same addresses in the same order (their capacity, by slot)."""
+    base = stack_config["egress:tenants"][0]
+    tenants = [_clone(base, f"t{i}") for i in order]
+    assert _eni_lists({**stack_config, "egress:tenants": tenants}) == _eni_lists(stack_config)
