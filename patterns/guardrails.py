@@ -21,7 +21,7 @@ from .admission import KYVERNO_NAMESPACE
 from .cluster import SYSTEM_LABEL, Cluster, Cni, SystemNodes
 from .plan import Plan
 from .settings import Tenant
-from .tenancy import GATEWAY_KEY, TENANT_KEY
+from .tenancy import GATEWAY_KEY, SYSTEM_PRIORITY_CLASSES, TENANT_KEY
 
 KYVERNO_REPO = "https://kyverno.github.io/kyverno/"
 KYVERNO_CHART = "kyverno"
@@ -102,9 +102,12 @@ def _tenant_object_rules(namespaces: list[str]) -> list[dict]:
                 "Tenant pods may not use the system priority classes (system-node-critical, "
                 "system-cluster-critical): they would preempt Kyverno, CoreDNS or the mesh control plane. "
                 "Remove spec.priorityClassName.",
-                # Every "system-" name is Kubernetes' own: refusing the prefix
-                # covers classes added by later Kubernetes versions too.
-                deny=rules.deny_if((rules.value("request.object.spec.priorityClassName"), "AnyIn", ["system-*"])),
+                # Every "system-" name is Kubernetes' own: the prefix covers classes
+                # later Kubernetes versions add (Kyverno's In operators match
+                # wildcards in the values, pkg/engine/variables/operator/anyin.go);
+                # the two of today are named as well.
+                deny=rules.deny_if((rules.value("request.object.spec.priorityClassName"), "AnyIn",
+                                    [*SYSTEM_PRIORITY_CLASSES, "system-*"])),
             ),
         },
         {

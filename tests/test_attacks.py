@@ -218,9 +218,9 @@ def tenants_wait_for_the_policies(graph: offline.Graph) -> list[str]:
 
 @lru_cache(maxsize=None)
 def graph_with_tenant_roles(pattern: str) -> offline.Graph:
-    """The shipped stack's graph, every tenant with a role (planned anew only if one has none)."""
+    """The shipped stack's graph if a tenant there has a role, else planned with one for each."""
     config = stack_config(pattern)
-    if all("iamRoleArn" in t for t in config["egress:tenants"]):
+    if any("iamRoleArn" in t for t in config["egress:tenants"]):
         return planned(pattern)
     config["egress:tenants"] = [
         {**t, "iamRoleArn": f"arn:aws:iam::111122223333:role/{t['name']}-developers"} for t in config["egress:tenants"]
@@ -409,3 +409,11 @@ def test_the_admission_and_mesh_control_planes_outrank_tenant_pods(pattern):
     assert releases["egress-kyverno"]["admissionController"]["priorityClassName"] in SYSTEM_PRIORITY_CLASSES
     if "egress-istiod" in releases:
         assert releases["egress-istiod"]["global"]["priorityClassName"] in SYSTEM_PRIORITY_CLASSES
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+def test_a_future_system_priority_class_is_refused_too(pattern):
+    tenant, _ = attacker(pattern)
+    attack = pod(spec={"priorityClassName": "system-future-critical"})
+    assert_refused_only_by(pattern, attack, tenant.k8s_namespace, TENANT_OBJECTS, "no-system-priority")
+    assert review(policies(pattern), pod(spec={"priorityClassName": "batch-low"}), tenant.k8s_namespace).admitted
