@@ -28,9 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .offline import Graph, Options, RecordedResource, read_stack_file, run
+from .offline import Graph, Options, RecordedResource, _load_stack_yaml, read_stack_file, run
 from .urns import alias_urns
 
 GATE = 3
@@ -205,7 +203,8 @@ def _under(path: Path_, prefixes: Iterable[Path_]) -> bool:
 
 @cache
 def replacement_rules() -> dict[str, Any]:
-    return yaml.safe_load(RULES_FILE.read_text())
+    # Strict YAML: a type listed twice would otherwise keep only its last entry.
+    return _load_stack_yaml(RULES_FILE)
 
 
 def replace_paths(type_: str) -> tuple[Path_, ...] | None:

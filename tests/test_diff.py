@@ -339,3 +339,18 @@ def test_the_readme_example_is_what_the_command_prints():
               if line.startswith(("stack ", f"  ~ {NODE_GROUP}", "  +- ", "  tenant ", "    + ", "    - ", "gate:"))]
     assert len(stable) >= 8
     assert [line for line in stable if line not in output.splitlines()] == []
+
+
+def test_a_type_listed_twice_in_the_rules_is_refused(tmp_path, monkeypatch):
+    from patterns import diff
+    from patterns.settings import ConfigError
+
+    rules = tmp_path / "replacements.yaml"
+    rules.write_text("types:\n  aws:ec2/vpc:Vpc: {replace: [cidrBlock]}\n  aws:ec2/vpc:Vpc: {replace: []}\n")
+    monkeypatch.setattr(diff, "RULES_FILE", rules)
+    diff.replacement_rules.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="given twice"):
+            diff.replacement_rules()
+    finally:
+        diff.replacement_rules.cache_clear()
