@@ -305,3 +305,29 @@ def test_plan_previous_feeds_a_saved_plan_back(tmp_path, capsys):
     assert after["newcomer"] not in before.values()
     assert main(["plan", "--stack", "subnet-cidr", "--previous", str(tmp_path / "missing.json")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_diff_plans_the_new_stack_file_after_the_saved_deploy(tmp_path, capsys):
+    from patterns.diff import diff_files
+
+    assert main(["plan", "--stack", "subnet-cidr", "--format", "json"]) == 0
+    saved = tmp_path / "deployed.json"
+    saved.write_text(capsys.readouterr().out)
+    config = stack_config("subnet-cidr")
+    config["egress:tenants"] = [tenant("newcomer"), *reversed(config["egress:tenants"])]
+    stack_file = tmp_path / "Pulumi.subnet-cidr.yaml"
+    stack_file.write_text(yaml.safe_dump({"config": config}))
+    diff = diff_files(saved, stack_file)
+    # Inserting a tenant at the top and reordering the rest moves nobody.
+    assert [(t.tenant, t.status) for t in diff.allow_list] == [("newcomer", "added")]
+    assert not diff.replaced and not diff.deleted
+
+
+def test_the_readme_says_what_each_routine_change_does():
+    readme = (offline.ROOT / "README.md").read_text()
+    section = readme.split("## Day-2 operations", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    for change in ("Add a tenant", "Reorder tenants", "Remove a tenant", "Add an AZ", "Reorder AZs",
+                   "Add, remove or reorder cluster admins", "Upgrade Kubernetes", "Switch pattern"):
+        assert any(row.startswith(change) for row in rows), change
+    assert "egress:releasedTenants" in section and "30 managed node groups" in section
