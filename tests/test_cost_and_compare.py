@@ -248,3 +248,11 @@ def test_compare_command(capsys, monkeypatch, compared):
     assert json.loads(capsys.readouterr().out) == views.to_json(compared)
     assert main(["compare", "--stack", "subnet-cidr"]) == 0
     assert "when to consider each pattern:" in capsys.readouterr().out
+
+
+def test_compare_names_what_it_could_not_price():
+    graph = _elsewhere(planned("subnet-cidr"), region="ap-south-1")
+    row = views.PatternRow("subnet-cidr", graph, (), estimate(graph), modeled(graph).seconds)
+    text = views.to_text("south", [row])
+    assert "$0 + unpriced: EKS control plane, system nodes (m7i.large, 2 at minimum)" in text
+    assert row.to_json()["costBreakdown"][0]["monthlyUsd"] is None

@@ -217,7 +217,8 @@ def to_text(stack: str, rows: list[PatternRow]) -> str:
         if key == "ok":
             return "yes" if value else "NO"
         if key == "monthlyCostUsd":
-            return f"${value:,.0f}"
+            unpriced = [line["item"] for line in row["costBreakdown"] if line["monthlyUsd"] is None]
+            return f"${value:,.0f}" + (f" + unpriced: {', '.join(unpriced)}" if unpriced else "")
         if key == "natGateways":
             return f"{value['private']} private, {value['public']} public"
         if key == "nodes":

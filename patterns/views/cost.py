@@ -215,13 +215,14 @@ def estimate(graph: Graph) -> Estimate:
 def capacity(graph: Graph, groups: list[NodeGroupSize], nats: dict[str, int]) -> dict[str, Any]:
     """The limits a pattern runs into, as the firewall and platform teams size them."""
     from ..cilium import IPV4_PER_ENI  # the egress ENI's address limit, which the cilium checks enforce
+    from ..private_nat import CONNECTIONS_PER_NAT_IP  # the limit behind the NAT capacity warning
 
     figures = price_data()["capacity"]
     result: dict[str, Any] = {}
     if nats["private"]:
         ips = [1 + len(n.inputs.get("secondaryPrivateIpAddresses") or [])
                for n in graph.by_type(NAT_GATEWAY) if n.inputs.get("connectivityType") == "private"]
-        per_ip = figures["connectionsPerNatIpPerDestination"]["value"]
+        per_ip = CONNECTIONS_PER_NAT_IP
         result["privateNat"] = {
             "connectionsPerNatIpPerDestination": per_ip,
             "connectionsPerGatewayPerDestination": sorted({per_ip * n for n in ips}),
