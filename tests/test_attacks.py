@@ -417,3 +417,29 @@ def test_a_future_system_priority_class_is_refused_too(pattern):
     attack = pod(spec={"priorityClassName": "system-future-critical"})
     assert_refused_only_by(pattern, attack, tenant.k8s_namespace, TENANT_OBJECTS, "no-system-priority")
     assert review(policies(pattern), pod(spec={"priorityClassName": "batch-low"}), tenant.k8s_namespace).admitted
+
+
+# --- the engine the attacks run through ------------------------------------------------------
+
+
+@pytest.mark.parametrize("pattern", PATTERN_NAMES)
+def test_the_engine_reads_every_rule_the_stack_renders(pattern):
+    """Every rule is evaluated, not skipped: the engine raises on any feature it
+    does not implement, so no attack passes for want of reading a rule."""
+    tenant, _ = attacker(pattern)
+    namespace_object = {"apiVersion": "v1", "kind": "Namespace",
+                        "metadata": {"name": tenant.k8s_namespace, "labels": {}}}
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "s"}}
+    for obj, namespace in ((pod(), tenant.k8s_namespace), (pod(), "apps"), (service(), tenant.k8s_namespace),
+                           (secret, tenant.k8s_namespace), (namespace_object, "")):
+        for operation in ("CREATE", "UPDATE"):
+            review(policies(pattern), obj, namespace, operation)
+    # A namespace stripped of its tenant label is refused (the namespace rule is read too).
+    assert not review(policies(pattern), namespace_object, "", "UPDATE").admitted
+
+
+def test_the_engine_refuses_to_guess():
+    rule = {"name": "r", "match": {"any": [{"resources": {"kinds": ["Pod"], "selector": {}}}]},
+            "validate": {"failureAction": "Enforce", "message": "m", "deny": {}}}
+    with pytest.raises(NotImplementedError):
+        review([{"metadata": {"name": "p"}, "spec": {"rules": [rule]}}], pod(), "apps")
