@@ -342,12 +342,14 @@ def compare(old: Side, new: Side, stack: str) -> Diff:
         ignored = [parse_path(p) for p in after.options.ignore_changes]
         paths = [p for p in changed_paths(before.inputs, after.inputs) if not _under(p, ignored)]
         change = changes[urn] = Change(after, [format_path(p) for p in paths])
-        if after.custom and paths:
+        if paths:
+            # Custom resources, and components whose inputs reach a resource's
+            # replace-on-change property (pulumi-eks's cluster): the rules file.
             rules = replace_paths(after.type)
-            if rules is None:
+            if rules is None and after.custom:
                 untyped.add(after.type)
-            forced = [p for p in paths if any(_overlaps(p, r) for r in (*(rules or ()),
-                                                                       *map(parse_path, after.options.replace_on_changes)))]
+            forcing = [*(rules or ()), *map(parse_path, after.options.replace_on_changes)]
+            forced = [p for p in paths if any(_overlaps(p, r) for r in forcing)]
             change.because += [f"{format_path(p)} forces replacement" for p in forced]
         if before.provider and now_known_as.get(before.provider, before.provider) != after.provider:
             change.because.append("its provider changed")
@@ -377,7 +379,7 @@ def compare(old: Side, new: Side, stack: str) -> Diff:
                     continue
                 if format_path((key,)) not in change.paths:
                     change.paths.append(format_path((key,)))
-                if resource.custom and any(_overlaps((key,), r) for r in rules):
+                if any(_overlaps((key,), r) for r in rules):
                     change.because.append(f"{format_path((key,))} comes from {_short(dep)}, which is {how}")
             if change.because and urn not in replaced_urns:
                 replaced_urns.add(urn)

@@ -176,6 +176,27 @@ def test_a_replaced_subnet_replaces_what_takes_its_id():
     assert "subnet payments-eu-west-1a replaced" in result.gate_reasons
 
 
+def test_a_replaced_cluster_replaces_every_kubernetes_object_and_gates():
+    """bootstrapSelfManagedAddons is decided at creation (aws_eks_cluster
+    ForceNew): changing it replaces the cluster, so the provider built from its
+    kubeconfig, and with it every Kubernetes object of the stack."""
+    graph = planned(STACK)
+
+    def flip(inputs):
+        inputs["bootstrapSelfManagedAddons"] = True
+
+    result = compare(side_from_graph("old", graph), _side(graph, _with_inputs("eks:index:Cluster", "egress", flip)), STACK)
+    cluster = _by_name(result.replaced, "eks:index:Cluster", "egress")
+    assert cluster.because == ["bootstrapSelfManagedAddons forces replacement"]
+    (provider,) = [c for c in result.replaced if c.resource.type == "pulumi:providers:kubernetes"]
+    assert provider.because == ["kubeconfig comes from eks:index:Cluster egress, which is replaced"]
+    objects = {r.urn for r in graph.resources if r.custom and r.type.startswith("kubernetes:")}
+    assert objects and objects <= {c.resource.urn for c in result.replaced}
+    node_group = _by_name(result.replaced, NODE_GROUP, "payments")
+    assert "clusterName comes from eks:index:Cluster egress, which is replaced" in node_group.because
+    assert "EKS cluster egress replaced" in result.gate_reasons
+
+
 def test_the_resources_own_replace_on_changes_option_counts():
     graph = planned(STACK)
 
