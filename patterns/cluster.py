@@ -16,6 +16,7 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
+from .instance_types import ami_type
 from .network import Network
 from .plan import Plan
 from .settings.aws_rules import ec2_service_principal, eks_access_policy_arn, managed_policy_arn
@@ -233,7 +234,7 @@ class Cluster(pulumi.ComponentResource):
             node_role_arn=role.role.arn,
             subnet_ids=subnet_ids,
             instance_types=[size.instance_type],
-            ami_type="AL2023_x86_64_STANDARD",
+            ami_type=ami_type(size.instance_type),  # Graviton types get the arm64 AMI
             capacity_type="ON_DEMAND",
             version=self.kubernetes_version,
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
