@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .settings import MAX_AZS, NAMESPACE, Problem, Settings
+from .settings.sizing import default_sizes
 
-PUBLIC_SUBNET_PREFIX = 26  # holds the public NAT gateways only
 AWS_RESERVED_HEAD = 4  # network, VPC router, DNS, future use
 AWS_RESERVED_TAIL = 1  # broadcast
 
@@ -107,6 +107,70 @@ def _block_prefix(prefixlen: int) -> int:
     return prefixlen - (MAX_AZS.bit_length() - 1)  # MAX_AZS subnets per block
 
 
+# --- what would fit: the smallest range, for the messages ---------------------------
+
+
+def _slots_held(range_prefix: int, shared: Iterable[int], tenant_prefix: int | None) -> int | None:
+    """Tenant slots a range of this size holds after blocks of the `shared` subnet
+    prefixes (in order, each aligned as the cursor aligns it); None if even those
+    do not fit."""
+    size, offset = 2 ** (32 - range_prefix), 0
+    for prefix in shared:
+        block = 2 ** (32 - _block_prefix(prefix))
+        offset = -(-offset // block) * block + block
+        if offset > size:
+            return None
+    if tenant_prefix is None:
+        return 0
+    block = 2 ** (32 - _block_prefix(tenant_prefix))
+    return max(0, (size - -(-offset // block) * block) // block)
+
+
+def _smallest_fitting(settings: Settings, roles: dict[str, int], slots: int, tenants_in_range: bool,
+                      shared: bool, derived_from_range: dict[str, bool]) -> int | None:
+    """The longest prefix (/16 at most, AWS's largest VPC range) of a range that
+    holds the shared blocks (if `shared`) and `slots` tenant slots, with every
+    derived size derived anew for that size, explicit ones kept."""
+    for prefix in range(28, 15, -1):
+        sizes = default_sizes(prefix)
+        chosen = {role: getattr(sizes, role) if derived_from_range.get(role) else value
+                  for role, value in {**roles, "tenant": settings.tenant_subnet_prefix}.items()}
+        held = _slots_held(prefix, [chosen[r] for r in ("cluster", "public", "egress")] if shared else [],
+                           chosen["tenant"] if tenants_in_range else None)
+        if held is not None and held >= slots:
+            return prefix
+    return None
+
+
+def _derived(settings: Settings) -> dict[str, bool]:
+    """Which sizes were derived from their range rather than set in the stack file."""
+    explicit = settings.explicit_subnet_prefixes
+    return {"cluster": "cluster" not in explicit, "public": True, "egress": "egress" not in explicit,
+            "tenant": "tenant" not in explicit}
+
+
+def _slots_needed(settings: Settings) -> int:
+    return max(settings.slots.values(), default=-1) + 1
+
+
+def _too_small_vpc(settings: Settings, roles: dict[str, int], tenants_in_vpc: bool) -> str:
+    vpc = settings.vpc_cidr
+    derived = _derived(settings)
+    need = _slots_needed(settings) if tenants_in_vpc else 0
+    fits = _smallest_fitting(settings, roles, need, tenants_in_vpc, True, derived)
+    subnets = ", ".join(f"{MAX_AZS} x /{prefix} {role}" for role, prefix in roles.items())
+    fixes = [f"use a /{fits} or larger egress:vpcCidr" if fits else "no VPC range (at most /16) holds them"]
+    fixes += [f"a longer egress:{role}SubnetPrefix" for role in ("cluster", "egress")]
+    return f"{vpc} is too small for the shared subnets ({subnets}); " + ", or ".join(fixes)
+
+
+def _tenant_fix(settings: Settings, roles: dict[str, int], tenant_range: ipaddress.IPv4Network, key: str) -> str:
+    in_vpc = tenant_range == settings.vpc_cidr
+    fits = _smallest_fitting(settings, roles, _slots_needed(settings), True, in_vpc, _derived(settings))
+    larger = f"use a /{fits} or larger {key}" if fits else f"{key} cannot grow enough (AWS: /16 at most)"
+    return f"{larger}, or a longer egress:tenantSubnetPrefix"
+
+
 def plan_addresses(
     settings: Settings, tenant_range: ipaddress.IPv4Network | None,
     tenant_range_key: str = f"{NAMESPACE}:vpcCidr",
@@ -119,27 +183,17 @@ def plan_addresses(
     vpc = settings.vpc_cidr
     cursor = _Cursor(vpc)
     problems: list[Problem] = []
-    shared = {}
-    for role, prefix in (
-        ("cluster", settings.cluster_subnet_prefix),
-        ("public", PUBLIC_SUBNET_PREFIX),
-        ("egress", settings.egress_subnet_prefix),
-    ):
-        block = cursor.block(_block_prefix(prefix)) if prefix > vpc.prefixlen + 1 else None
-        if block is None:
-            problems.append(
-                Problem(
-                    f"{NAMESPACE}:vpcCidr",
-                    f"{vpc} has no room for the {role} subnets ({MAX_AZS} x /{prefix}); "
-                    f"use a larger range or a longer egress:{role}SubnetPrefix",
-                )
-            )
-            shared[role] = ()
-        else:
-            shared[role] = _zonal(block, prefix, azs)
+    roles = {"cluster": settings.cluster_subnet_prefix, "public": settings.public_subnet_prefix,
+             "egress": settings.egress_subnet_prefix}
+    blocks = {role: cursor.block(_block_prefix(prefix)) if prefix > vpc.prefixlen + 1 else None
+              for role, prefix in roles.items()}
+    shared = {role: _zonal(block, roles[role], azs) if block else () for role, block in blocks.items()}
+    in_vpc = tenant_range == vpc and bool(settings.tenants)
+    if not all(blocks.values()):
+        problems.append(Problem(f"{NAMESPACE}:vpcCidr", _too_small_vpc(settings, roles, in_vpc)))
 
     tenants: dict[str, TenantAddresses] = {}
-    if tenant_range is not None and settings.tenants:
+    if tenant_range is not None and settings.tenants and all(blocks.values()):
         tenant_cursor = cursor if tenant_range == vpc else _Cursor(tenant_range)
         block_prefix = _block_prefix(settings.tenant_subnet_prefix)
         first = tenant_cursor.block(block_prefix)
@@ -154,8 +208,8 @@ def plan_addresses(
                         f"{NAMESPACE}:tenants[{position}]",
                         f"tenant {tenant.name!r} (slot {slot}) does not fit: {tenant_range} "
                         f"({tenant_range_key}) holds {room} tenant slot(s) of {MAX_AZS} x "
-                        f"/{settings.tenant_subnet_prefix}; use a larger {tenant_range_key} or a longer "
-                        "egress:tenantSubnetPrefix",
+                        f"/{settings.tenant_subnet_prefix}; "
+                        + _tenant_fix(settings, roles, tenant_range, tenant_range_key),
                     )
                 )
                 continue

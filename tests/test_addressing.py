@@ -118,7 +118,7 @@ def test_same_input_same_plan():
 
 
 def test_too_many_tenants_are_refused_with_the_capacity():
-    s = make_settings(30, vpc="10.20.0.0/18", tenant_prefix=24)
+    s = make_settings(30, vpc="10.20.0.0/17", tenant_prefix=24)  # 14 slots
     try:
         plan_addresses(s, s.vpc_cidr)
     except AddressPlanError as error:

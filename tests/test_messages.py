@@ -62,6 +62,8 @@ MISTAKES = [
     ({"vpcCidr": "10.20.0.0/15"}, "egress:vpcCidr"),
     ({"vpcCidr": "10.20.0.0"}, "egress:vpcCidr"),
     ({"vpcCidr": "10.20.0.0/16 "}, None),  # trailing space is fine
+    ({"vpcCidr": "10.20.0.0/24"}, "egress:vpcCidr"),  # too small: names real keys only
+    ({"vpcCidr": "10.20.0.0/20", "tenantSubnetPrefix": 23}, "egress:tenants[1]"),
     ({"onPremCidrs": "10.100.0.0/14"}, "egress:onPremCidrs"),
     ({"onPremCidrs": ["10.100.0.0/14", "10.100.0.0/14"]}, "egress:onPremCidrs[1]"),
     ({"onPremCidrs": []}, "egress:onPremCidrs"),

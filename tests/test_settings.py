@@ -63,7 +63,7 @@ def test_shipped_stack_is_valid():
         ("clusterAdminRoleArns", "arn:aws:iam::111122223333:role/a", "egress:clusterAdminRoleArns", ("is not a list",)),
         ("endpointPublicAccessCidrs", ["0.0.0.0/0"], "egress:endpointPublicAccessCidrs[0]", ("never 0.0.0.0/0",)),
         ("internetEgress", "none", "egress:internetEgress", ("'nat'", "'transit-gateway'")),
-        ("tenantSubnetPrefix", 30, "egress:tenantSubnetPrefix", ("out of range", "16-26")),
+        ("tenantSubnetPrefix", 30, "egress:tenantSubnetPrefix", ("out of range", "16-28")),
         ("tenants", [], "egress:tenants", ("list at least one tenant",)),
         ("tenants", "payments", "egress:tenants", ("is not a list", "- name:")),
         ("vpcCidr", "10.20.0.0/15", "egress:vpcCidr", ("AWS accepts /16 to /28", "e.g. 10.20.0.0/16")),
@@ -150,10 +150,11 @@ def test_tenant_problems(tenants, reported_key, fragments):
 
 
 def test_tenants_that_do_not_fit_in_the_vpc():
-    # A /20 VPC holds the shared blocks and no /23 tenant slot of 4 AZ subnets.
-    config = config_with(vpcCidr="10.20.0.0/20", clusterSubnetPrefix=24, tenants=[tenant("a"), tenant("b")])
+    # A /20 VPC holds the shared blocks and one /23 tenant slot of 4 AZ subnets.
+    config = config_with(vpcCidr="10.20.0.0/20", tenantSubnetPrefix=23, tenants=[tenant("a"), tenant("b")])
     found = problems(config)
-    assert any(p.startswith("egress:tenants[0]:") and "does not fit" in p and "tenantSubnetPrefix" in p for p in found), found
+    assert any(p.startswith("egress:tenants[1]:") and "does not fit" in p and "tenantSubnetPrefix" in p
+               and "use a /19 or larger egress:vpcCidr" in p for p in found), found
 
 
 def test_every_problem_is_listed_at_once():

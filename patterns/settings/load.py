@@ -13,10 +13,12 @@ from functools import cache
 from typing import Annotated, Any, get_origin
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.alias_generators import to_snake
 
 from .checks import Partial, base_checks, tenant_checks
 from .errors import NAMESPACE, REQUIRED, ConfigError, Problem, config_key, describe, suggestion, unknown_key_fix
 from .models import Settings, Tenant
+from .sizing import default_sizes
 
 
 # Pulumi passes every value as a string; lists and objects arrive as JSON.
@@ -82,7 +84,11 @@ def load_settings(
     problems += base_checks(fields) + tenant_checks(fields, tenants, raw_tenants)
     if problems:
         raise ConfigError(problems)
-    settings = Settings.model_validate({**data, "tenants": raw_tenants or []})
+    derived = _derived_prefixes(fields)
+    settings = Settings.model_validate({**data, **derived, "tenants": raw_tenants or []})
+    settings._explicit_prefixes = frozenset(
+        role for role in ("cluster", "egress", "tenant") if f"{role}SubnetPrefix" not in derived
+    )
     if extra_checks and (more := extra_checks(settings)):
         raise ConfigError(more)
     return settings
@@ -99,6 +105,16 @@ def _unknown_namespace_fix(namespace: str, key: str) -> str:
     hint = (f"did you mean '{close[0]}:{key}'?" if close
             else f"this program reads {', '.join(f'{n}:' for n in sorted(KNOWN_NAMESPACES))} only")
     return f"unknown config namespace {namespace!r}: Pulumi would ignore this key; {hint}"
+
+
+def _derived_prefixes(fields: Partial) -> dict[str, int]:
+    """Subnet prefixes the stack file leaves unset, from the range each is carved
+    from: the VPC's, and for tenant subnets under private-nat its tenant range."""
+    vpc = default_sizes(fields.vpc_cidr.prefixlen)
+    tenant_range = fields.private_nat.tenant_cidr if fields.pattern == "private-nat" else fields.vpc_cidr
+    derived = {"clusterSubnetPrefix": vpc.cluster, "egressSubnetPrefix": vpc.egress,
+               "tenantSubnetPrefix": default_sizes(tenant_range.prefixlen).tenant}
+    return {key: value for key, value in derived.items() if fields[to_snake(key)] is None}
 
 
 @cache

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Pri
 from pydantic.alias_generators import to_camel
 
 from .aws_rules import partition_of
+from .sizing import default_sizes
 
 from ..versions import SUPPORTED_MINORS
 
@@ -312,9 +313,11 @@ class Settings(_Model):
     api_access_cidrs: list[ApiAccessCidr] = []
     deletion_protection: bool
     # A subnet is /16 to /28 (AWS); node subnets need room for nodes and their pods' IPs.
-    cluster_subnet_prefix: Annotated[int, _between(16, 26, "a cluster subnet holds the system nodes")]
-    egress_subnet_prefix: Annotated[int, _between(16, 28, "AWS subnets are /16 to /28")]
-    tenant_subnet_prefix: Annotated[int, _between(16, 26, "a tenant subnet holds the tenant's nodes")]
+    # Unset in the stack file: derived from the range they are carved from (sizing.py)
+    # when the settings are loaded, so always set on loaded settings.
+    cluster_subnet_prefix: Annotated[int, _between(16, 26, "a cluster subnet holds the system nodes")] | None = None
+    egress_subnet_prefix: Annotated[int, _between(16, 28, "AWS subnets are /16 to /28")] | None = None
+    tenant_subnet_prefix: Annotated[int, _between(16, 28, "AWS subnets are /16 to /28")] | None = None
     gateway_instance_type: Annotated[str, _instance_type("c6in.large")]
     system_nodes: NodeGroupSize = NodeGroupSize()
     tenants: list[Tenant] = []
@@ -346,6 +349,18 @@ class Settings(_Model):
     def api_access_ranges(self) -> list[ipaddress.IPv4Network]:
         """Where operators reach the private API endpoint from."""
         return self.api_access_cidrs or self.on_prem_cidrs
+
+    # The subnet roles whose prefix the stack file sets; load_settings derives the others.
+    _explicit_prefixes: frozenset[str] = PrivateAttr(default=frozenset({"cluster", "egress", "tenant"}))
+
+    @property
+    def explicit_subnet_prefixes(self) -> frozenset[str]:
+        return self._explicit_prefixes
+
+    @cached_property
+    def public_subnet_prefix(self) -> int:
+        """Public subnets hold the internet NAT gateways only; no key sets them."""
+        return default_sizes(self.vpc_cidr.prefixlen).public
 
     @cached_property
     def partition(self) -> str:
