@@ -278,16 +278,9 @@ class Network(pulumi.ComponentResource):
         return attachment
 
     def _say_if_pending(self, settings, owner_id: str, auto_accept: str, account_id: str) -> None:
-        if owner_id == account_id or auto_accept == "enable":
-            return
-        pulumi.log.warn(
-            f"transit gateway {settings.transit_gateway_id} belongs to account {owner_id} and does not "
-            "auto-accept shared attachments: this VPC's attachment stays pendingAcceptance, and its on-prem routes "
-            "(and the default route with internetEgress transit-gateway) carry nothing until the network team "
-            f"accepts it in account {owner_id} (aws ec2 accept-transit-gateway-vpc-attachment), associates it and "
-            f"routes {settings.vpc_cidr} to it, and only that range (never egress:privateNat.tenantCidr)",
-            resource=self.transit_gateway_attachment,
-        )
+        message = pending_acceptance(settings, owner_id, auto_accept, account_id)
+        if message:
+            pulumi.log.warn(message, resource=self.transit_gateway_attachment)
 
     def _internet_nat(self, name: str, plan: Plan, tags: dict[str, str]) -> dict[str, aws.ec2.NatGateway]:
         """One public NAT gateway per AZ, so an AZ outage cuts only that AZ's egress."""
@@ -323,3 +316,16 @@ class Network(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=public, depends_on=[igw]),
             )
         return gateways
+
+
+def pending_acceptance(settings, owner_id: str, auto_accept: str, account_id: str) -> str | None:
+    """What to say when the attachment will wait for its owner's acceptance."""
+    if owner_id == account_id or auto_accept == "enable":
+        return None
+    return (
+        f"transit gateway {settings.transit_gateway_id} belongs to account {owner_id} and does not "
+        "auto-accept shared attachments: this VPC's attachment stays pendingAcceptance, and its on-prem routes "
+        "(and the default route with internetEgress transit-gateway) carry nothing until the network team "
+        f"accepts it in account {owner_id} (aws ec2 accept-transit-gateway-vpc-attachment), associates it and "
+        f"routes {settings.vpc_cidr} to it, and only that range (never egress:privateNat.tenantCidr)"
+    )

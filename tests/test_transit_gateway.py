@@ -8,6 +8,7 @@ import pytest
 
 from conftest import config_with, planned
 from patterns import offline
+from patterns.network import pending_acceptance
 
 ATTACHMENT = "aws:ec2transitgateway/vpcAttachment:VpcAttachment"
 TGW_ROUTE = "aws:ec2transitgateway/route:Route"
@@ -51,14 +52,20 @@ def test_a_bad_route_table_id_is_refused():
 
 
 @pytest.mark.parametrize(("owner", "auto_accept", "said"), [
-    ("444455556666", False, True),  # another account, manual acceptance
-    ("444455556666", True, False),  # another account that auto-accepts
-    (offline.ACCOUNT, False, False),  # this account: no acceptance
+    ("444455556666", "disable", True),  # another account, manual acceptance
+    ("444455556666", "enable", False),  # another account that auto-accepts
+    (offline.ACCOUNT, "disable", False),  # this account: no acceptance
 ])
-def test_an_attachment_waiting_for_acceptance_is_said(monkeypatch, owner, auto_accept, said):
-    monkeypatch.setitem(offline.SHARED_TRANSIT_GATEWAYS, "tgw-0a1b2c3d4e5f60718", (owner, auto_accept))
-    graph = offline.run("subnet-cidr", config_with())
-    pending = [m for level, m in graph.diagnostics if level == "warning" and "pendingAcceptance" in m]
-    assert bool(pending) == said
+def test_only_an_attachment_waiting_for_acceptance_is_said(owner, auto_accept, said):
+    settings = planned("subnet-cidr").plan.settings
+    message = pending_acceptance(settings, owner, auto_accept, offline.ACCOUNT)
+    assert bool(message) == said
     if said:
-        assert "belongs to account 444455556666" in pending[0] and "routes 10.20.0.0/16 to it" in pending[0]
+        assert "belongs to account 444455556666" in message and "routes 10.20.0.0/16 to it" in message
+
+
+def test_the_program_says_it_at_preview_and_update(monkeypatch):
+    monkeypatch.setitem(offline.SHARED_TRANSIT_GATEWAYS, "tgw-0a1b2c3d4e5f60718", ("444455556666", False))
+    graph = offline.run("subnet-cidr", config_with())
+    assert [m for level, m in graph.diagnostics if level == "warning" and "pendingAcceptance" in m]
+    assert not [m for _, m in planned("subnet-cidr").diagnostics if "pendingAcceptance" in m]
