@@ -256,3 +256,16 @@ def test_compare_names_what_it_could_not_price():
     text = views.to_text("south", [row])
     assert "$0 + unpriced: EKS control plane, system nodes (m7i.large, 2 at minimum)" in text
     assert row.to_json()["costBreakdown"][0]["monthlyUsd"] is None
+
+
+def test_cilium_blast_radius_follows_how_the_policies_pick_gateways():
+    graph = planned("cilium")
+    assert "only the tenants' pods on nodes in that AZ" in views.impact(graph)["az"]
+    policy = "kubernetes:cilium.io/v2:CiliumEgressGatewayPolicy"
+    kept = {}
+    for r in graph.resources:
+        if r.type == policy:
+            kept.setdefault(r.name.rsplit("-", 3)[0], r)  # one policy per tenant, listing every AZ's gateway
+    one_each = Graph(plan=graph.plan, resources=[r for r in graph.resources
+                                                 if r.type != policy or r in kept.values()])
+    assert "in every AZ" in views.impact(one_each)["az"]

@@ -97,6 +97,16 @@ def _private_nat_impact(graph: Graph, azs: int) -> dict[str, str]:
 
 def _cilium_impact(graph: Graph, azs: int) -> dict[str, str]:
     tenants = len(graph.plan.settings.tenants)
+    policies = graph.by_type("kubernetes:cilium.io/v2:CiliumEgressGatewayPolicy")
+    if len(policies) == tenants * azs:
+        # One policy per tenant per AZ: a pod leaves through its own AZ's gateway only.
+        return {
+            "az": f"that AZ's gateway node goes with it; the policies are per AZ, so only the tenants' pods on "
+                  f"nodes in that AZ (about 1/{azs} of each tenant) lose egress, the other AZs keep theirs",
+            "gateway": f"a gateway node carries every tenant's pods in its AZ (about 1/{azs} of each of the "
+                       f"{tenants} tenants); open-source Cilium has no egress IP failover: their traffic is "
+                       "dropped until a replacement node takes the AZ's ENI",
+        }
     return {
         "az": f"that AZ's gateway node goes with it: pods Cilium assigned to it (about 1/{azs} of each of the "
               f"{tenants} tenants' pods, in every AZ) lose egress until Cilium reassigns them",
