@@ -4,7 +4,9 @@ from AWS's published limits: its CPU architecture and its network interfaces."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from .addressing import AddressPlan, usable_hosts
+from .settings import NAMESPACE, Settings
 
 # EC2 names a type series + generation + options, then the size: m7gd.xlarge
 # (https://docs.aws.amazon.com/ec2/latest/instancetypes/instance-type-names.html).
@@ -27,3 +29,64 @@ AMI_TYPES = {"x86_64": "AL2023_x86_64_STANDARD", "arm64": "AL2023_ARM_64_STANDAR
 
 def ami_type(instance_type: str) -> str:
     return AMI_TYPES[architecture(instance_type)]
+
+
+# --- network interfaces -------------------------------------------------------------
+# (ENIs per instance, IPv4 addresses per ENI), from AWS's per-type limits as the
+# VPC resource controller carries them (aws/amazon-vpc-resource-controller-k8s,
+# pkg/aws/vpc/limits.go, April 2026). The current general-purpose, compute and
+# memory families share these by size; the burstable ones have their own.
+_STANDARD_FAMILIES = frozenset({
+    "m5", "m6i", "m7i", "m6a", "m7a", "m6g", "m7g", "m8g", "c5", "c5n", "c6i", "c7i", "c6in", "c6g", "c6gn",
+    "c7g", "c7gn", "r5", "r6i", "r7i", "r6g", "r7g",
+})
+_STANDARD_BY_SIZE = {"medium": (2, 4), "large": (3, 10), "xlarge": (4, 15), "2xlarge": (4, 15),
+                     "4xlarge": (8, 30), "8xlarge": (8, 30)}
+_BURSTABLE_FAMILIES = frozenset({"t3", "t3a", "t4g"})
+_BURSTABLE_BY_SIZE = {"medium": (3, 6), "large": (3, 12), "xlarge": (4, 15), "2xlarge": (4, 15)}
+
+
+def eni_limits(instance_type: str) -> tuple[int, int] | None:
+    """(ENIs, IPv4 addresses per ENI) of a known type, None for others."""
+    family, _, size = instance_type.partition(".")
+    if family in _STANDARD_FAMILIES:
+        return _STANDARD_BY_SIZE.get(size)
+    if family in _BURSTABLE_FAMILIES:
+        return _BURSTABLE_BY_SIZE.get(size)
+    return None
+
+
+def node_ip_warnings(settings: Settings, addresses: AddressPlan) -> list[str]:
+    """Tenant node groups whose subnets may run out of addresses at `max` nodes.
+
+    The VPC CNI gives pods addresses of the node's ENIs and, by default
+    (WARM_ENI_TARGET=1), keeps a whole spare ENI's worth attached, so a busy node
+    holds every ENI's addresses (https://github.com/aws/amazon-vpc-cni-k8s/blob/master/docs/eni-and-ip-target.md).
+    A managed node group spreads its nodes evenly over its subnets' AZs."""
+    warnings = []
+    for index, tenant in enumerate(settings.tenants):
+        own = addresses.tenants.get(tenant.name)
+        if own is None or not own.subnets:
+            continue  # the pattern gives tenants no subnets of their own
+        size = tenant.nodes
+        key = f"{NAMESPACE}:tenants[{index}].nodes"
+        limits = eni_limits(size.instance_type)
+        if limits is None:
+            warnings.append(
+                f"{key}.instanceType {size.instance_type} is not in the known list of ENI limits; make sure each "
+                f"subnet of {tenant.name!r} holds its share of {size.max} nodes, each taking all its ENIs' "
+                "addresses under the VPC CNI's default WARM_ENI_TARGET=1"
+            )
+            continue
+        enis, per_eni = limits
+        per_az = -(-size.max // len(own.subnets))
+        room = min(usable_hosts(s.cidr) for s in own.subnets)
+        if per_az * enis * per_eni > room:
+            warnings.append(
+                f"{key}.max: {size.max} nodes of {size.instance_type} ({enis} ENIs x {per_eni} addresses, all held "
+                f"by a busy node under the VPC CNI's default WARM_ENI_TARGET=1) need up to "
+                f"{per_az * enis * per_eni} addresses per AZ, but the /{own.subnets[0].cidr.prefixlen} subnets of "
+                f"{tenant.name!r} hold {room}: lower nodes.max, or use a shorter egress:tenantSubnetPrefix or a "
+                "larger range"
+            )
+    return warnings

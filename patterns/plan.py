@@ -10,6 +10,7 @@ from typing import Any
 
 from .addressing import AddressPlan, AddressPlanError, plan_addresses
 from .admission import KUBERNETES_PREFIX, PLATFORM_NAMESPACES, TenantAdmission
+from .instance_types import node_ip_warnings
 from .assignment import OUTPUT as ASSIGNMENT_OUTPUT, Assignment, assign, previous_assignment
 from .settings import NAMESPACE, ConfigError, Problem, Settings, Tenant, load_settings
 
@@ -187,6 +188,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
     )
     warnings += _transit_gateway_warnings(settings, addresses) + _switch_warnings(settings, spec, previous, patterns)
     warnings += _day2_warnings(settings, spec, previous, bool(previous_outputs))
+    warnings += node_ip_warnings(settings, addresses)
     return Plan(stack, settings, spec, addresses, allow_list, tuple(warnings))
 
 
