@@ -59,7 +59,9 @@ class Profile:
 def profiles(settings: Settings) -> dict[str, Profile]:
     """Every profile some tenant uses, in order of first use. A profile's slot is
     pinned under egress:privateNat.profiles, or else is the slot of the tenant of
-    the same name, so single-tenant stacks need no profile config at all."""
+    the same name, so single-tenant stacks need no profile config at all; once
+    that tenant is removed, the slot it still reserves, so the profile's NAT IPs
+    (which the firewall trusts for its other tenants) stay where they are."""
     declared = settings.private_nat.profiles
     positions = {t.name: position for position, t in enumerate(settings.tenants)}
     members: dict[str, list[Tenant]] = {}
@@ -73,6 +75,8 @@ def profiles(settings: Settings) -> dict[str, Profile]:
         elif name in positions:
             slot, position = settings.slots[name], positions[name]
             slot_key = f"{NAMESPACE}:tenants[{position}].slot"
+        elif name in settings.assignment.tenants:  # a removed tenant's reserved slot
+            slot, slot_key = settings.assignment.tenants[name], f"{NAMESPACE}:releasedTenants"
         else:
             slot, slot_key = None, f"{KEY}.profiles.{name}.slot"
         result[name] = Profile(name, slot, options.secondary_ips if options else 0, tuple(tenants), slot_key)

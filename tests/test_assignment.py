@@ -331,3 +331,13 @@ def test_the_readme_says_what_each_routine_change_does():
                    "Add, remove or reorder cluster admins", "Upgrade Kubernetes", "Switch pattern"):
         assert any(row.startswith(change) for row in rows), change
     assert "egress:releasedTenants" in section and "30 managed node groups" in section
+
+
+def test_a_profile_outlives_the_tenant_it_is_named_after():
+    config = config_with("private-nat", privateNat=None,
+                         tenants=[tenant("team-a"), tenant("team-b", egressProfile="team-a")])
+    before = plan(config)
+    config["egress:tenants"] = [tenant("team-b", egressProfile="team-a")]
+    after = plan(config, outputs(before))
+    # team-b keeps leaving through team-a's NAT IPs: team-a's slot stays reserved.
+    assert identity(after, "team-b") == identity(before, "team-b")
