@@ -437,6 +437,10 @@ def render_text(diff: Diff) -> str:
                 shown = change.paths[:MAX_PATHS_SHOWN]
                 more = f" (and {len(change.paths) - len(shown)} more)" if len(change.paths) > len(shown) else ""
                 detail = f": {', '.join(shown)}{more}"
+            if resource.options.protect and (change.because or changes is diff.deleted):
+                detail += " [protected: pulumi up refuses until `protect` is lifted]"
+            if resource.options.retain_on_delete and (change.because or changes is diff.deleted):
+                detail += " [retainOnDelete: the old one stays in the account]"
             lines.append(f"  {mark} {resource.type} {resource.name}{detail}")
     if diff.untyped:
         lines += ["", "no replace-on-change data for (treated as updates): " + ", ".join(diff.untyped)]

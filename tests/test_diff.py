@@ -225,6 +225,17 @@ def test_a_removed_tenant_is_deleted_and_leaves_the_allow_list():
     assert result.exit_code == GATE and "node group reporting deleted" in result.gate_reasons
 
 
+def test_deleting_a_protected_or_retained_resource_is_pointed_out():
+    graph = planned(STACK)
+    vpc = graph.get("aws:ec2/vpc:Vpc", "egress-vpc")
+    old = _side(graph, lambda r: dataclasses.replace(r, options=Options(protect=True, retain_on_delete=True))
+                if r.urn == vpc.urn else r)
+    new = dataclasses.replace(old, resources={u: r for u, r in old.resources.items() if u != vpc.urn})
+    text = render_text(compare(old, new, STACK))
+    assert (f"  - aws:ec2/vpc:Vpc egress-vpc [protected: pulumi up refuses until `protect` is lifted]"
+            " [retainOnDelete: the old one stays in the account]") in text
+
+
 def test_a_moved_resource_with_an_alias_is_not_deleted():
     graph = planned(STACK)
     node_group = graph.get(NODE_GROUP, "payments")
