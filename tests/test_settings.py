@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pulumi
+import yaml
 import pytest
 from pulumi.runtime.config import set_all_config
 
@@ -242,6 +243,46 @@ def test_plan_command_exits_2_with_messages_and_no_traceback(tmp_path):
     assert "egress:vpcCidr: '10.0.0.0/33' is not an IPv4 CIDR" in result.stderr
     assert "egress:tenants: is empty" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def _plan_command(path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "patterns", "plan", "--config-file", str(path)],
+                          cwd=ROOT, capture_output=True, text=True)
+
+
+def test_plan_command_refuses_what_aws_would_refuse_with_exit_2(tmp_path):
+    config = config_with(
+        vpcCidr="10.20.0.0/15", onPremCidrs=["10.100.0.0/14", "10.100.0.0/14"],
+        clusterAdminRoleArns=["arn:aws:iam::111122223333:role/a", "arn:aws:iam::111122223333:role/a"],
+        gatewayInstanceType="c6in-large", **{"egres:deletionProtection": False},
+    )
+    config["egress:tenants"][0]["nodes"] = {"instanceType": "m7i-large"}
+    config["egress:tenants"][1]["iamRoleArn"] = "arn:aws-us-gov:iam::111122223333:role/reporting"
+    bad = tmp_path / "Pulumi.bad.yaml"
+    bad.write_text(yaml.safe_dump({"config": config}))
+    result = _plan_command(bad)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    for line in (
+        "egress:vpcCidr: 10.20.0.0/15 cannot be a VPC range; AWS accepts /16 to /28, e.g. 10.20.0.0/16",
+        "egress:onPremCidrs[1]: 10.100.0.0/14 is already listed as onPremCidrs[0]; list it once",
+        "egress:clusterAdminRoleArns[1]: arn:aws:iam::111122223333:role/a is already listed",
+        "egress:gatewayInstanceType: 'c6in-large' is not an EC2 instance type; use e.g. 'c6in.large'",
+        "egress:tenants[0].nodes.instanceType: 'm7i-large' is not an EC2 instance type; use e.g. 'm7i.large'",
+        "egress:tenants[1].iamRoleArn: arn:aws-us-gov:iam::111122223333:role/reporting is in partition "
+        "'aws-us-gov' but aws:region eu-west-1 is in 'aws'",
+        "egres:deletionProtection: unknown config namespace 'egres'",
+    ):
+        assert line in result.stderr, (line, result.stderr)
+
+
+def test_plan_command_refuses_a_key_given_twice_with_exit_2(tmp_path):
+    bad = tmp_path / "Pulumi.bad.yaml"
+    bad.write_text((ROOT / "stacks" / "Pulumi.subnet-cidr.yaml").read_text()
+                   .replace("config:\n", "config:\n  egress:deletionProtection: false\n", 1)
+                   + "  egress:deletionProtection: true\n")
+    result = _plan_command(bad)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "egress:deletionProtection: 'egress:deletionProtection' is given twice in Pulumi.bad.yaml" in result.stderr
 
 
 def test_pulumi_entry_point_reports_a_run_error_without_traceback(monkeypatch):
