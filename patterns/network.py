@@ -9,6 +9,7 @@ import pulumi_aws as aws
 
 from .addressing import Subnet, pinned_block
 from .plan import Plan
+from .settings import OnPremDns
 
 # Interface endpoints that let private nodes bootstrap, pull from ECR and reach
 # the AWS APIs the add-ons call, without a public IP (EKS user guide,
@@ -158,6 +159,10 @@ class Network(pulumi.ComponentResource):
                 opts=vpc_child,
             )
 
+        self.resolver_endpoint = None
+        if settings.on_prem_dns is not None:
+            self.resolver_endpoint = self._forward_on_prem_dns(name, settings.on_prem_dns, tags)
+
         self.register_outputs({
             "vpc_id": self.vpc_id, "cluster_subnet_ids": self.cluster_subnet_ids,
             "control_plane_subnet_ids": self.control_plane_subnet_ids,
@@ -281,6 +286,64 @@ class Network(pulumi.ComponentResource):
         message = pending_acceptance(settings, owner_id, auto_accept, account_id)
         if message:
             pulumi.log.warn(message, resource=self.transit_gateway_attachment)
+
+    def _forward_on_prem_dns(self, name: str, dns: OnPremDns, tags: dict[str, str]) -> aws.route53.ResolverEndpoint:
+        """A Route 53 Resolver outbound endpoint in the cluster subnets and one
+        forwarding rule per on-prem domain, associated with this VPC: the VPC
+        resolver (and so CoreDNS, nodes and gateways) answers on-prem names by
+        asking the on-prem resolvers, through the transit gateway."""
+        vpc_child = pulumi.ResourceOptions(parent=self.vpc)
+        resolvers = [f"{ip}/32" for ip in dns.resolver_ips]
+        # Route 53 Developer Guide, "Security group settings for Resolver
+        # endpoints": an outbound endpoint needs outbound DNS (TCP and UDP 53) to
+        # the resolvers, nothing inbound. An inline egress list replaces the
+        # default allow-all egress rule.
+        group = aws.ec2.SecurityGroup(
+            f"{name}-onprem-dns",
+            vpc_id=self.vpc.id,
+            description="Route 53 Resolver outbound endpoint: DNS to the on-prem resolvers only",
+            egress=[
+                aws.ec2.SecurityGroupEgressArgs(
+                    protocol=protocol, from_port=53, to_port=53, cidr_blocks=resolvers,
+                    description=f"DNS over {protocol.upper()} to the on-prem resolvers",
+                )
+                for protocol in ("udp", "tcp")
+            ],
+            tags={**tags, "Name": f"{name}-onprem-dns"},
+            opts=vpc_child,
+        )
+        # An endpoint needs at least two IP addresses, in two AZs (Route 53
+        # Developer Guide, "Values that you specify when you create or edit
+        # outbound endpoints"): one per cluster subnet, and there are 2-4 AZs.
+        endpoint = aws.route53.ResolverEndpoint(
+            f"{name}-onprem-dns",
+            direction="OUTBOUND",
+            security_group_ids=[group.id],
+            ip_addresses=[
+                aws.route53.ResolverEndpointIpAddressArgs(subnet_id=subnet.id)
+                for subnet in self.cluster_subnets.values()
+            ],
+            protocols=["Do53"],
+            tags=tags,
+            opts=vpc_child,
+        )
+        in_endpoint = pulumi.ResourceOptions(parent=endpoint)
+        for domain in dns.domains:
+            # Named after the domain: a rule's domain cannot change in place.
+            key = f"{name}-dns-{domain.replace('.', '-')}"
+            rule = aws.route53.ResolverRule(
+                key,
+                domain_name=domain,
+                rule_type="FORWARD",
+                resolver_endpoint_id=endpoint.id,
+                target_ips=[aws.route53.ResolverRuleTargetIpArgs(ip=str(ip), port=53) for ip in dns.resolver_ips],
+                tags=tags,
+                opts=in_endpoint,
+            )
+            aws.route53.ResolverRuleAssociation(
+                key, resolver_rule_id=rule.id, vpc_id=self.vpc.id, opts=pulumi.ResourceOptions(parent=rule)
+            )
+        return endpoint
 
     def _internet_nat(self, name: str, plan: Plan, tags: dict[str, str]) -> dict[str, aws.ec2.NatGateway]:
         """One public NAT gateway per AZ, so an AZ outage cuts only that AZ's egress."""

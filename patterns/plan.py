@@ -184,7 +184,8 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
         for t in settings.tenants
     )
     warnings = (
-        _reach_warnings(settings) + list(spec.warnings(settings, addresses)) + _ignored_keys(settings, spec, patterns)
+        _reach_warnings(settings) + _dns_warnings(settings) + list(spec.warnings(settings, addresses))
+        + _ignored_keys(settings, spec, patterns)
     )
     warnings += _transit_gateway_warnings(settings, addresses) + _switch_warnings(settings, spec, previous, patterns)
     warnings += _day2_warnings(settings, spec, previous, bool(previous_outputs))
@@ -343,6 +344,23 @@ def _reserved_namespace_problems(settings: Settings, patterns: Mapping[str, Patt
                 "set the tenant's namespace to another name",
             ))
     return problems
+
+
+def _dns_warnings(settings: Settings) -> list[str]:
+    """Upstreams named by host need on-prem names to resolve in the VPC."""
+    hosts = sorted({u.host for t in settings.tenants for u in t.upstreams if u.host})
+    dns = settings.on_prem_dns
+    unresolved = [h for h in hosts if dns is None or not dns.covers(h.removeprefix("*."))]
+    if not unresolved:
+        return []
+    if dns is None:
+        why = "nothing forwards on-prem names from the VPC: set egress:onPremDns {domains, resolverIps}"
+    else:
+        why = "they are under none of egress:onPremDns.domains: add their domains there"
+    return [
+        f"upstream hosts {', '.join(unresolved)} resolve in the cluster only if the VPC can resolve on-prem "
+        f"names; {why}, or make sure another Route 53 Resolver rule shared with this VPC covers them"
+    ]
 
 
 def _ignored_keys(settings: Settings, spec: PatternSpec, patterns: Mapping[str, PatternSpec]) -> list[str]:

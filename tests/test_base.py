@@ -138,7 +138,7 @@ def test_api_access_cidrs_must_be_private_ranges():
 def test_api_access_from_an_unrouted_range_is_warned():
     warnings = offline.plan_from_config("x", offline.engine_config(config_with(apiAccessCidrs=["192.168.7.0/24"]))).warnings
     assert any("egress:apiAccessCidrs" in w and "192.168.7.0/24" in w and "route" in w for w in warnings), warnings
-    no_tgw = offline.plan_from_config("x", offline.engine_config(config_with(transitGatewayId=""))).warnings
+    no_tgw = offline.plan_from_config("x", offline.engine_config(config_with(transitGatewayId="", onPremDns=None))).warnings
     assert any("10.100.0.0/14" in w and "egress:transitGatewayId" in w for w in no_tgw), no_tgw
     assert not [w for w in planned(STACK).plan.warnings if "apiAccessCidrs" in w]
 

@@ -35,6 +35,8 @@ def test_readme_commands_are_what_ci_runs():
 
 
 def _holds_objects(annotation) -> bool:
+    if type(None) in get_args(annotation):  # an optional object: Model | None
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
     inner = get_args(annotation)[0] if get_origin(annotation) is list else annotation
     return isinstance(inner, type) and issubclass(inner, BaseModel)
 

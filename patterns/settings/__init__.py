@@ -22,6 +22,7 @@ from .models import (
     RFC1918,
     NatProfile,
     NodeGroupSize,
+    OnPremDns,
     PatternName,
     PrivateNatOptions,
     Settings,
@@ -32,6 +33,6 @@ from .models import (
 
 __all__ = [
     "DISABLE_DEFAULT_PROVIDERS", "MAX_AZS", "NAMESPACE", "NAT_GATEWAY_MAX_IPS", "PATTERN_NAMES", "PRIVATE_RANGES", "RFC1918",
-    "ConfigError", "NatProfile", "NodeGroupSize", "PatternName", "PrivateNatOptions", "Problem",
+    "ConfigError", "NatProfile", "NodeGroupSize", "OnPremDns", "PatternName", "PrivateNatOptions", "Problem",
     "Settings", "Tenant", "TenantQuota", "Upstream", "_field_adapter", "load_settings",
 ]

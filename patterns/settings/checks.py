@@ -79,6 +79,7 @@ def base_checks(s: Partial) -> list[Problem]:
                 "'transit-gateway' needs egress:transitGatewayId; set it, or use 'nat'",
             )
         )
+    problems += _on_prem_dns_checks(s)
     if s.system_nodes is not None and s.system_nodes.min > s.system_nodes.max:
         problems.append(Problem(f"{NAMESPACE}:systemNodes.min",
                                 f"{s.system_nodes.min} is larger than systemNodes.max ({s.system_nodes.max}); "
@@ -98,6 +99,28 @@ def _role_partition_problems(region: str | None, arns: list[tuple[str, str]]) ->
                 key, f"{arn} is in partition {written!r} but aws:region {region} is in {partition!r}; "
                      f"use arn:{partition}:iam::<account>:role/<name>",
             ))
+    return problems
+
+
+def _on_prem_dns_checks(s: Partial) -> list[Problem]:
+    dns = s.on_prem_dns
+    if dns is None:
+        return []
+    key = f"{NAMESPACE}:onPremDns"
+    problems = _listed_twice("onPremDns.domains", dns.domains, "one forwarding rule per domain")
+    problems += _listed_twice("onPremDns.resolverIps", dns.resolver_ips, "each is one forwarding target")
+    for index, ip in enumerate(dns.resolver_ips):
+        if s.on_prem_cidrs and not any(ip in net for net in s.on_prem_cidrs):
+            problems.append(Problem(
+                f"{key}.resolverIps[{index}]",
+                f"{ip} is outside egress:onPremCidrs ({', '.join(map(str, s.on_prem_cidrs))}); the VPC routes "
+                "only those to on-prem, so add the resolver's range there or fix the address",
+            ))
+    if s.transit_gateway_id == "":
+        problems.append(Problem(
+            key, "needs egress:transitGatewayId: the resolver endpoint reaches the on-prem resolvers "
+                 "through the transit gateway; set it, or remove egress:onPremDns",
+        ))
     return problems
 
 

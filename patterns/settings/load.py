@@ -10,7 +10,7 @@ import difflib
 import json
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Annotated, Any, get_origin
+from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_snake
@@ -23,6 +23,8 @@ from .sizing import default_sizes
 
 # Pulumi passes every value as a string; lists and objects arrive as JSON.
 def _is_structured(annotation: Any) -> bool:
+    if type(None) in get_args(annotation):  # an optional object: Model | None
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
     return get_origin(annotation) is list or (isinstance(annotation, type) and issubclass(annotation, BaseModel))
 
 

@@ -285,6 +285,40 @@ class PrivateNatOptions(_Model):
 # --- end of pattern options ----------------------------------------------------
 
 
+def _domain(value: str) -> str:
+    # A Route 53 Resolver forwarding rule matches a domain and its subdomains;
+    # a wildcard or a single label (a TLD) is not what a rule should forward.
+    name = value.strip().rstrip(".").lower()
+    if "*" in name or "." not in name or not _HOSTNAME.match(name) or len(name) > 253:
+        raise ValueError(
+            f"{value!r} is not a DNS domain to forward; use a domain such as corp.example "
+            "(its subdomains are forwarded too; no wildcards, no bare top-level domain)"
+        )
+    return name
+
+
+def _ipv4(value: Any) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address; list the resolvers' addresses, e.g. 10.100.0.53") from None
+
+
+class OnPremDns(_Model):
+    """On-prem DNS zones the VPC forwards to the on-prem resolvers (Route 53 Resolver)."""
+
+    domains: Annotated[
+        list[Annotated[str, AfterValidator(_domain)]], _not_empty("list the on-prem DNS domains, e.g. [corp.example]")
+    ]
+    resolver_ips: Annotated[
+        list[Annotated[ipaddress.IPv4Address, BeforeValidator(_ipv4)]],
+        _not_empty("list the on-prem resolvers' IPs, e.g. [10.100.0.53, 10.101.0.53]"),
+    ]
+
+    def covers(self, host: str) -> bool:
+        return any(host == d or host.endswith(f".{d}") for d in self.domains)
+
+
 class Settings(_Model):
     pattern: PatternName
     region: str
@@ -322,6 +356,8 @@ class Settings(_Model):
     system_nodes: NodeGroupSize = NodeGroupSize()
     tenants: list[Tenant] = []
     private_nat: PrivateNatOptions = PrivateNatOptions()
+    # Optional: forward these on-prem zones from the VPC to the on-prem resolvers.
+    on_prem_dns: OnPremDns | None = None
     # Removed tenants / AZs whose reserved slot / position may be reused (see patterns/assignment.py).
     released_tenants: list[DnsLabel] = []
     released_availability_zones: list[str] = []
