@@ -228,7 +228,7 @@ class Tenant(_Model):
     upstreams: Annotated[list[Upstream], _not_empty("list at least one upstream ({name, cidr, ports})")]
     nodes: NodeGroupSize = NodeGroupSize()
     quota: TenantQuota = TenantQuota()
-    # Fixed position in the address plan; default: position in the list.
+    # Fixed position in the address plan; default: where the last deploy put it, else the lowest free one.
     slot: Slot | None = None
     # private-nat: the egress profile (its NAT gateways) the tenant leaves through; default: its own.
     egress_profile: DnsLabel | None = None
