@@ -23,7 +23,8 @@ def architecture(instance_type: str) -> str:
     return "arm64" if graviton else "x86_64"
 
 
-# EKS AMI types of Amazon Linux 2023 per architecture (EKS API, Nodegroup amiType).
+# EKS AMI types of Amazon Linux 2023 per architecture (EKS API, Nodegroup amiType:
+# https://docs.aws.amazon.com/eks/latest/APIReference/API_Nodegroup.html).
 AMI_TYPES = {"x86_64": "AL2023_x86_64_STANDARD", "arm64": "AL2023_ARM_64_STANDARD"}
 
 

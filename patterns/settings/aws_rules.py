@@ -55,7 +55,8 @@ def association_restriction(primary: Net, secondary: Net) -> tuple[AssociationRu
 
 
 # --- partitions ---------------------------------------------------------------------
-# A region's partition is the second field of every ARN in it (arn:aws-us-gov:...).
+# A region's partition is the second field of every ARN in it, arn:aws-us-gov:...
+# (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference-arns.html).
 # Region patterns: the "regionRegex" of each partition in botocore's endpoints.json
 # (https://github.com/boto/botocore/blob/develop/botocore/data/endpoints.json), April 2026.
 PARTITIONS = (

@@ -48,9 +48,14 @@ def base_checks(s: Partial) -> list[Problem]:
     problems += _role_partition_problems(
         s.region, [(f"{NAMESPACE}:clusterAdminRoleArns[{i}]", a) for i, a in enumerate(s.cluster_admin_role_arns or [])]
     )
+    # Each on-prem range becomes a route in every private route table; CreateRoute
+    # fails on a second one for the same destination (RouteAlreadyExists,
+    # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html).
     problems += _listed_twice(
         "onPremCidrs", s.on_prem_cidrs, "AWS refuses a second identical route (RouteAlreadyExists)"
     )
+    # One access entry per IAM principal; a second CreateAccessEntry for it fails
+    # with ResourceInUseException (https://docs.aws.amazon.com/eks/latest/APIReference/API_CreateAccessEntry.html).
     problems += _listed_twice(
         "clusterAdminRoleArns", s.cluster_admin_role_arns, "EKS takes one access entry per principal"
     )

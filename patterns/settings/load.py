@@ -97,8 +97,9 @@ def load_settings(
 
 
 # Config namespaces something in this program reads: its own, the engine's, and
-# the providers it creates resources with. Pulumi hands other namespaces to no
-# one, so a key under one (a typo such as `egres:`) would be ignored silently.
+# the providers it creates resources with (a provider reads the keys under its
+# package's name: https://www.pulumi.com/docs/iac/concepts/config/). Keys under
+# any other namespace (a typo such as `egres:`) would be ignored silently.
 KNOWN_NAMESPACES = frozenset({NAMESPACE, "pulumi", "aws", "eks", "kubernetes"})
 
 

@@ -15,10 +15,9 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PrivateAttr
 from pydantic.alias_generators import to_camel
 
+from ..versions import SUPPORTED_MINORS
 from .aws_rules import partition_of
 from .sizing import default_sizes
-
-from ..versions import SUPPORTED_MINORS
 
 PatternName = Literal["subnet-cidr", "private-nat", "cilium", "istio"]
 PATTERN_NAMES = get_args(PatternName)
@@ -162,7 +161,8 @@ IamRoleArn = Annotated[
 
 
 def _instance_type(example: str) -> AfterValidator:
-    # EC2 names types family.size, e.g. m7i.large (a dash instead of the dot is a common slip).
+    # EC2 names types family.size, e.g. m7i.large, a dash instead of the dot being a common slip
+    # (https://docs.aws.amazon.com/ec2/latest/instancetypes/instance-type-names.html).
     return _matching(r"[a-z][a-z0-9-]*\.[a-z0-9]+", f"an EC2 instance type; use e.g. {example!r}")
 
 
