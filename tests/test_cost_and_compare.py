@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import re
 
 import pytest
@@ -178,6 +179,18 @@ def test_waits_for_dependencies_providers_custom_parents_and_everything_under_a_
     assert deploy.seconds == 24 + 120 + 0 + 2 + 10
     assert [s.name for s in deploy.critical_path] == ["vpc", "group", "component", "provider", "namespace", "child"]
     assert typical_seconds(resources[1]) == 0
+
+
+@pytest.mark.parametrize("stack", offline.shipped_stacks())
+def test_the_critical_path_does_not_depend_on_registration_order(stack):
+    # The SDK registers resources in whatever order their inputs resolve; the
+    # docs embed the path, so equal-length branches must not swap between runs.
+    graph = planned(stack)
+    expected = modeled(graph)
+    for seed in range(3):
+        shuffled = list(graph.resources)
+        random.Random(seed).shuffle(shuffled)
+        assert modeled(dataclasses.replace(graph, resources=shuffled)) == expected
 
 
 def test_a_helm_release_that_does_not_wait_takes_less():

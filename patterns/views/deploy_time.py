@@ -94,13 +94,15 @@ def modeled(graph: Graph) -> DeployTime:
             if pending:
                 stack.extend(pending)
                 continue
-            latest = max(before, key=lambda u: done[u][0], default=None)
+            # Ties go to the greatest URN, so the path does not depend on the
+            # order in which the program happened to register resources.
+            latest = max(before, key=lambda u: (done[u][0], u), default=None)
             start = done[latest][0] if latest else 0
             done[current] = (start + typical_seconds(r), latest)
             stack.pop()
         return done[urn][0]
 
-    last = max((r.urn for r in graph.resources), key=finish, default=None)
+    last = max((r.urn for r in graph.resources), key=lambda u: (finish(u), u), default=None)
     path = []
     while last is not None:
         r = by_urn[last]
