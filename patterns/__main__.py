@@ -158,8 +158,12 @@ def urns_command(stacks: list[str] | None, *, write: bool) -> int:
 
 def render_text(graph) -> str:
     plan = graph.plan
+    headline = f"pattern {plan.settings.pattern} ({plan.spec.summary})"
+    if plan.mixed:
+        headline = (f"patterns {', '.join(s.name for s in plan.specs)} (per tenant; default egress:pattern "
+                    f"{plan.settings.pattern})")
     lines = [
-        f"stack {plan.stack}: pattern {plan.settings.pattern} ({plan.spec.summary})",
+        f"stack {plan.stack}: {headline}",
         f"region {plan.settings.region}, AZs {', '.join(plan.settings.availability_zones)}, "
         f"VPC {plan.settings.vpc_cidr}",
         "",
@@ -169,7 +173,7 @@ def render_text(graph) -> str:
         lines.append(f"  {count:4d}  {type_}")
     lines += ["", "egress allow-list (give this to the firewall team):"]
     for entry in plan.allow_list:
-        lines.append(f"  tenant {entry.tenant} (namespace {entry.namespace})")
+        lines.append(f"  tenant {entry.tenant} (namespace {entry.namespace}{plan.path_note(entry.tenant)})")
         lines.append(f"    sources:      {', '.join(entry.sources)}")
         if entry.shared_with:
             lines.append(f"    shared with:  {', '.join(entry.shared_with)} (tell them apart by destination only)")

@@ -17,11 +17,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import admission as rules
-from .admission import KYVERNO_NAMESPACE
+from .admission import KYVERNO_NAMESPACE, TenantAdmission
 from .cluster import SYSTEM_LABEL, Cluster, Cni, SystemNodes
 from .plan import Plan
 from .settings import Tenant
-from .tenancy import GATEWAY_KEY, SYSTEM_PRIORITY_CLASSES, TENANT_KEY
+from .tenancy import GATEWAY_KEY, SYSTEM_PRIORITY_CLASSES, TENANT_KEY, tenant_namespace_spec
 
 KYVERNO_REPO = "https://kyverno.github.io/kyverno/"
 KYVERNO_CHART = "kyverno"
@@ -123,17 +123,40 @@ def _tenant_object_rules(namespaces: list[str]) -> list[dict]:
     ]
 
 
+def admission_groups(plan: Plan) -> list[tuple[TenantAdmission, list[Tenant]]]:
+    """Each pattern's admission rules over the tenants whose traffic leaves by
+    it. Patterns that tell tenants apart the same way (subnet-cidr and
+    private-nat: by their dedicated nodes) share one admission, whose policy
+    names are the same: one call with all their tenants, or the second
+    pattern's policies would overwrite the first's. A pattern only some
+    tenant moves to (publish) adds no rules until the tenant's cutover; a
+    stack without tenants keeps its pattern's policies."""
+    groups: list[tuple[TenantAdmission, list[Tenant]]] = []
+    for spec in plan.specs:
+        members = [t for t in plan.settings.tenants if plan.spec_of(t) is spec]
+        if not members and plan.settings.tenants:
+            continue
+        for admission, found in groups:
+            if admission == spec.admission:
+                found.extend(members)
+                break
+        else:
+            groups.append((spec.admission, members))
+    order = {t.name: i for i, t in enumerate(plan.settings.tenants)}
+    return [(admission, sorted(found, key=lambda t: order[t.name])) for admission, found in groups]
+
+
 def cluster_policies(plan: Plan) -> list[dict[str, Any]]:
     """The ClusterPolicy manifests of a plan: its pattern's, then the shared ones. Pure."""
-    spec, settings = plan.spec, plan.settings
+    settings = plan.settings
     tenants = settings.tenants
-    policies = list(spec.admission.policies(tenants))
-    namespace_labels = {t.name: spec.tenant_namespace(settings, t).labels for t in tenants}
+    policies = [p for admission, members in admission_groups(plan) for p in admission.policies(members)]
+    namespace_labels = {t.name: tenant_namespace_spec(plan, t).labels for t in tenants}
     policies.append(
         rules.policy(TENANT_NAMESPACES, "Tenant namespaces keep their tenant, Pod Security and mesh labels.",
                      _namespace_rules(tenants, namespace_labels))
     )
-    gateways = list(spec.gateway_namespaces)
+    gateways = list(dict.fromkeys(ns for spec in plan.specs for ns in spec.gateway_namespaces))
     gateway_rule: dict[str, Any] = {
         "name": "gateway-taint-only-for-gateways",
         "match": rules.pods(),

@@ -152,12 +152,13 @@ def stack_names() -> list[str]:
 
 
 def shipped_stacks() -> list[str]:
-    """The stacks this repository ships: one per pattern, named after it. Any
+    """The stacks this repository ships: one per pattern, named after it, and
+    "mixed", whose tenants choose their own patterns. Any
     other stack file in stacks/ is a user's own, which checks of the shipped
     stacks (URN snapshots, docs) leave alone."""
     from .settings import PATTERN_NAMES
 
-    return sorted(PATTERN_NAMES)
+    return sorted([*PATTERN_NAMES, "mixed"])
 
 
 class _StackFileLoader(yaml.SafeLoader):

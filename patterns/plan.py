@@ -4,7 +4,8 @@ source addresses the upstream firewall will see. Pure: known before deploy."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -119,19 +120,142 @@ class PatternSpec:
     gateway_namespaces: tuple[str, ...] = ()
     # Namespaces the pattern creates: no tenant may be given one, under any pattern.
     own_namespaces: tuple[str, ...] = ()
+    # The pattern replaces the VPC CNI for every pod (cilium): it cannot share a
+    # cluster with another pattern.
+    replaces_cni: bool = False
+    # The pattern's VPC CNI leaves SNAT to the VPC (private-nat): in a mixed
+    # stack its CNI serves every tenant (see Plan.cni_spec).
+    external_snat: bool = False
 
 
 @dataclass(frozen=True)
 class Plan:
     stack: str
     settings: Settings
-    spec: PatternSpec
-    addresses: AddressPlan
+    spec: PatternSpec  # egress:pattern's, the default of every tenant
+    addresses: AddressPlan  # the shared blocks, and every tenant's subnets under its own pattern
     allow_list: tuple[TenantAllowList, ...]
     warnings: tuple[str, ...] = field(default=())
+    # Per pattern in use, the plan its component is built from: the same plan
+    # restricted to the tenants with a path under that pattern (see `part_of`).
+    parts: Mapping[str, Plan] = field(default_factory=dict)
 
     def allow_list_json(self) -> list[dict[str, Any]]:
         return [entry.to_json() for entry in self.allow_list]
+
+    @property
+    def mixed(self) -> bool:
+        """Some tenant names its own pattern or is moving: say each tenant's."""
+        return any(t.pattern or t.next_pattern or t.previous_pattern for t in self.settings.tenants)
+
+    def path_note(self, name: str) -> str:
+        """', pattern X' (and the move under way) for a tenant of a mixed stack."""
+        if not self.mixed:
+            return ""
+        tenant = _tenant(self.settings, name)
+        note = f", pattern {self.settings.pattern_of(tenant)}"
+        if tenant.next_pattern:
+            note += f"; moving to {tenant.next_pattern}: published, traffic not moved yet"
+        if tenant.previous_pattern:
+            note += f"; moving from {tenant.previous_pattern}: traffic moved, old path still open"
+        return note
+
+    @property
+    def specs(self) -> tuple[PatternSpec, ...]:
+        """The patterns in use."""
+        return tuple(part.spec for part in self.parts.values())
+
+    def spec_of(self, tenant: Tenant) -> PatternSpec:
+        """The pattern the tenant's traffic leaves by."""
+        return self.parts[self.settings.pattern_of(tenant)].spec
+
+    @property
+    def cni_spec(self) -> PatternSpec:
+        """The pattern whose pod network serves every tenant. Cilium is never
+        mixed (make_plan refuses it). The VPC CNI patterns differ only in
+        private-nat's external SNAT, which the others do not notice: with it
+        pods leave with their own IPs, and those lie in the subnets the pattern
+        already allow-lists (subnet-cidr: the tenant's subnets; istio: the
+        egress gateway pods' in the egress subnets), while without it they
+        would leave with their node's primary IP in the same subnets."""
+        return next((s for s in self.specs if s.external_snat), self.specs[0])
+
+
+def path_role(settings: Settings, tenant: Tenant, pattern: str) -> str:
+    """What the tenant's path under `pattern` is: "current" (its traffic leaves
+    there), "next" (built and published, not used yet) or "previous" (kept
+    until the pods that still use it are gone)."""
+    if settings.pattern_of(tenant) == pattern:
+        return "current"
+    return "next" if tenant.next_pattern == pattern else "previous"
+
+
+def part_of(plan_settings: Settings, spec: PatternSpec, stack: str, tenant_names: Collection[str]) -> Plan:
+    """A pattern's own plan: its tenants only, with its own address plan."""
+    settings = plan_settings.restricted(tenant_names)
+    addresses = plan_addresses(settings, spec.tenant_range(settings), spec.tenant_range_key)
+    return Plan(stack, settings, spec, addresses, ())
+
+
+def _patterns_in_use(settings: Settings, patterns: Mapping[str, PatternSpec]) -> dict[str, list[str]]:
+    """Pattern name -> the tenants with a path under it, in registry order. A
+    stack without tenants keeps its pattern's cluster-wide pieces."""
+    used: dict[str, list[str]] = {}
+    for tenant in settings.tenants:
+        for pattern in settings.paths_of(tenant):
+            used.setdefault(pattern, []).append(tenant.name)
+    if not settings.tenants:
+        used[settings.pattern] = []
+    return {name: used[name] for name in patterns if name in used}
+
+
+_TENANT_INDEX = re.compile(r"tenants\[(\d+)\]")
+
+
+def _reindexed(text: str, part: Settings, settings: Settings) -> str:
+    """A pattern's checks count tenants in its own restricted list: name the
+    stack file's positions instead."""
+    positions = {t.name: i for i, t in enumerate(settings.tenants)}
+    return _TENANT_INDEX.sub(lambda m: f"tenants[{positions[part.tenants[int(m.group(1))].name]}]"
+                             if int(m.group(1)) < len(part.tenants) else m.group(0), text)
+
+
+def _mix_problems(settings: Settings, patterns: Mapping[str, PatternSpec]) -> list[Problem]:
+    """Per-tenant patterns: what cannot be mixed, and moves that make no sense."""
+    problems = []
+    for index, tenant in enumerate(settings.tenants):
+        key = f"{NAMESPACE}:tenants[{index}]"
+        if tenant.next_pattern and tenant.previous_pattern:
+            problems.append(Problem(
+                f"{key}.nextPattern",
+                "a tenant moves one step at a time: nextPattern (publish) and previousPattern (cutover) cannot be "
+                "set together; finish the move under way (remove previousPattern), then set nextPattern",
+            ))
+        for field_, other in (("nextPattern", tenant.next_pattern), ("previousPattern", tenant.previous_pattern)):
+            if other and other == settings.pattern_of(tenant):
+                problems.append(Problem(
+                    f"{key}.{field_}",
+                    f"{other!r} is the tenant's pattern already; remove {field_} (it names the pattern the tenant "
+                    "moves to or from)",
+                ))
+    # Cilium replaces the VPC CNI for the whole cluster (patterns/cilium), so no
+    # tenant of another pattern can run beside it, and no tenant can move to or
+    # from it within a stack.
+    cilium = [name for name, spec in patterns.items() if spec.replaces_cni]
+    using = {name: [t.name for t in settings.tenants if name in settings.paths_of(t)] for name in cilium}
+    for name, tenants in using.items():
+        others = [t.name for t in settings.tenants if any(p != name for p in settings.paths_of(t))]
+        if (tenants or settings.pattern == name) and others:
+            mixed = [(i, t) for i, t in enumerate(settings.tenants) if t.name in others]
+            index, first = mixed[0]
+            problems.append(Problem(
+                f"{NAMESPACE}:tenants[{index}].{'pattern' if first.pattern else 'nextPattern' if first.next_pattern else 'previousPattern'}",
+                f"{name} replaces the cluster's pod network (the VPC CNI) for every pod, so it cannot run beside "
+                f"other patterns: tenants {', '.join(tenants) or '(all, by egress:pattern)'} use {name}, tenants "
+                f"{', '.join(others)} another pattern. A stack is all-{name} or {name}-free: give these tenants "
+                f"one side, or move {name} tenants through a second stack",
+            ))
+    return problems
 
 
 def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, PatternSpec],
@@ -148,56 +272,90 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
         return settings.with_assignment(assignment), problems
 
     def pattern_checks(settings: Settings) -> list[Problem]:
-        spec = patterns.get(settings.pattern)
-        if spec is None:
-            return [
-                Problem(
-                    f"{NAMESPACE}:pattern",
-                    f"{settings.pattern!r} is not available in this version; "
-                    f"use one of: {', '.join(sorted(patterns))}",
-                )
-            ]
         settings, problems = assigned(settings)
-        problems += _switch_problems(settings, spec, previous, patterns) + spec.checks(settings) + _reserved_namespace_problems(settings, patterns)
-        if not problems:
-            try:
-                plan_addresses(settings, spec.tenant_range(settings), spec.tenant_range_key)
-            except AddressPlanError as error:
-                problems = error.problems
+        mix = _mix_problems(settings, patterns)
+        if mix:
+            return problems + mix
+        used = _patterns_in_use(settings, patterns)
+        problems += _switch_problems(settings, [patterns[p] for p in used], previous, patterns)
+        problems += _reserved_namespace_problems(settings, patterns)
+        for name, tenants in used.items():
+            spec, part = patterns[name], settings.restricted(tenants)
+            found = spec.checks(part)
+            if not found:
+                try:
+                    plan_addresses(part, spec.tenant_range(part), spec.tenant_range_key)
+                except AddressPlanError as error:
+                    found = error.problems
+            problems += [Problem(_reindexed(p.key, part, settings), _reindexed(p.message, part, settings))
+                         for p in found]
         return problems
 
     settings, _ = assigned(load_settings(config, extra_checks=pattern_checks))
     spec = patterns[settings.pattern]
     try:
-        addresses = plan_addresses(settings, spec.tenant_range(settings), spec.tenant_range_key)
+        parts = {name: part_of(settings, patterns[name], stack, tenants)
+                 for name, tenants in _patterns_in_use(settings, patterns).items()}
     except AddressPlanError as error:  # pragma: no cover - checked above
         raise ConfigError(error.problems) from None
+    addresses = _merged_addresses(settings, parts)
+
+    def sources(tenant: Tenant) -> tuple[str, ...]:
+        found = [source for pattern in settings.paths_of(tenant)
+                 for source in parts[pattern].spec.sources(parts[pattern].settings, parts[pattern].addresses, tenant)]
+        return tuple(dict.fromkeys(found))
+
     allow_list = _with_shared_sources(
         TenantAllowList(
             tenant=t.name,
             namespace=t.k8s_namespace,
-            sources=tuple(spec.sources(settings, addresses, t)),
+            sources=sources(t),
             destinations=tuple(
                 Destination(u.name, str(u.cidr), u.host, tuple(u.ports), u.protocol) for u in t.upstreams
             ),
         )
         for t in settings.tenants
     )
-    warnings = (
-        _reach_warnings(settings) + _dns_warnings(settings) + list(spec.warnings(settings, addresses))
-        + _ignored_keys(settings, spec, patterns)
-    )
-    warnings += _transit_gateway_warnings(settings, addresses) + _switch_warnings(settings, spec, previous, patterns)
-    warnings += _day2_warnings(settings, spec, previous, bool(previous_outputs))
+    pattern_warnings = [
+        _reindexed(w, part.settings, settings)
+        for part in parts.values() for w in part.spec.warnings(part.settings, part.addresses)
+    ]
+    specs = [part.spec for part in parts.values()]
+    warnings = _reach_warnings(settings) + _dns_warnings(settings) + pattern_warnings + _ignored_keys(settings, specs, patterns)
+    warnings += _transit_gateway_warnings(settings, addresses) + _switch_warnings(settings, specs, previous, patterns)
+    warnings += _day2_warnings(settings, parts, previous, bool(previous_outputs))
     warnings += node_ip_warnings(settings, addresses)
-    return Plan(stack, settings, spec, addresses, allow_list, tuple(warnings))
+    return Plan(stack, settings, spec, addresses, allow_list, tuple(warnings), parts)
 
 
-def _day2_warnings(settings: Settings, spec: PatternSpec, previous: Assignment | None, deployed: bool) -> list[str]:
+def _merged_addresses(settings: Settings, parts: Mapping[str, Plan]) -> AddressPlan:
+    """The shared blocks (the same in every part), the tenant range the VPC
+    needs (a secondary range whenever a part uses one), and each tenant's
+    subnets under its own pattern (during a move between two patterns with
+    tenant subnets each part holds the tenant's subnets in its range)."""
+    plans = list(parts.values())
+    ranges = [p.addresses.tenant_range for p in plans if p.addresses.tenant_range is not None]
+    secondary = [r for r in ranges if not r.subnet_of(settings.vpc_cidr)]
+    tenants = {}
+    for part in plans:
+        for name, found in part.addresses.tenants.items():
+            if name not in tenants or settings.pattern_of(_tenant(settings, name)) == part.spec.name:
+                tenants[name] = found
+    tenants = {t.name: tenants[t.name] for t in settings.tenants if t.name in tenants}
+    return replace(plans[0].addresses, tenant_range=(secondary or ranges or [None])[0], tenants=tenants)
+
+
+def _tenant(settings: Settings, name: str) -> Tenant:
+    return next(t for t in settings.tenants if t.name == name)
+
+
+def _day2_warnings(settings: Settings, parts: Mapping[str, Plan], previous: Assignment | None,
+                   deployed: bool) -> list[str]:
     """What this update does to a running stack that the plan alone does not show."""
     warnings = []
     assignment = settings.assignment
-    groups = spec.node_group_count(settings)
+    # Each pattern counts the system group once; the stack has one.
+    groups = sum(p.spec.node_group_count(p.settings) for p in parts.values()) - (len(parts) - 1)
     if deployed and previous is None:
         warnings.append(
             f"the previous deploy exported no '{ASSIGNMENT_OUTPUT}': slots, AZ positions and admin entries follow "
@@ -205,7 +363,7 @@ def _day2_warnings(settings: Settings, spec: PatternSpec, previous: Assignment |
             "reordering, inserting or removing tenants, AZs or admins"
         )
     new_azs = [az for az in settings.availability_zones if previous and az not in previous.availability_zones]
-    replaced = spec.multi_az_node_groups(settings) if new_azs else []
+    replaced = [g for p in parts.values() for g in p.spec.multi_az_node_groups(p.settings)] if new_azs else []
     if new_azs:
         warnings.append(
             f"new AZ(s) {', '.join(new_azs)}: the control plane stays in "
@@ -240,7 +398,7 @@ def _day2_warnings(settings: Settings, spec: PatternSpec, previous: Assignment |
     return warnings
 
 
-def _switch_problems(settings: Settings, spec: PatternSpec, previous: Assignment | None,
+def _switch_problems(settings: Settings, specs: list[PatternSpec], previous: Assignment | None,
                      patterns: Mapping[str, PatternSpec]) -> list[Problem]:
     """Pulumi deletes what a program no longer declares only after creating what
     it newly declares, so in one update the new pattern's pinned addresses (NAT
@@ -249,7 +407,9 @@ def _switch_problems(settings: Settings, spec: PatternSpec, previous: Assignment
     addresses must never move (the firewall trusts them): such a switch takes two
     updates, through a pattern that pins nothing there."""
     old = patterns.get(previous.pattern) if previous and previous.pattern else None
-    if old is None or old is spec or not (old.pins_gateway_addresses and spec.pins_gateway_addresses):
+    spec = next((s for s in specs if old is not None and s is not old and s.pins_gateway_addresses
+                 and old.pins_gateway_addresses and old not in specs), None)
+    if old is None or spec is None:
         return []
     via = " or ".join(p.name for p in patterns.values() if not p.pins_gateway_addresses)
     return [
@@ -262,10 +422,12 @@ def _switch_problems(settings: Settings, spec: PatternSpec, previous: Assignment
     ]
 
 
-def _switch_warnings(settings: Settings, spec: PatternSpec, previous: Assignment | None,
+def _switch_warnings(settings: Settings, specs: list[PatternSpec], previous: Assignment | None,
                      patterns: Mapping[str, PatternSpec]) -> list[str]:
     old = patterns.get(previous.pattern) if previous and previous.pattern else None
-    if old is None or old is spec or not (old.gateway_nodes and spec.pins_gateway_addresses):
+    spec = next((s for s in specs if old is not None and s is not old and old.gateway_nodes
+                 and s.pins_gateway_addresses and old not in specs), None)
+    if old is None or spec is None:
         return []
     return [
         f"switching from {old.name}: its gateway nodes get addresses outside the pinned half of the gateway "
@@ -363,22 +525,25 @@ def _dns_warnings(settings: Settings) -> list[str]:
     ]
 
 
-def _ignored_keys(settings: Settings, spec: PatternSpec, patterns: Mapping[str, PatternSpec]) -> list[str]:
-    """Keys that only other patterns read: kept (a stack may switch back), but said."""
-    def owner(key: str, tenant_level: bool) -> str | None:
+def _ignored_keys(settings: Settings, specs: list[PatternSpec], patterns: Mapping[str, PatternSpec]) -> list[str]:
+    """Keys that only patterns not in use read: kept (a stack may switch back), but said."""
+    def owner(key: str, tenant_level: bool, readers: list[PatternSpec]) -> str | None:
         for other in patterns.values():
-            if other is not spec and key in (other.own_tenant_keys if tenant_level else other.own_keys):
+            if other not in readers and key in (other.own_tenant_keys if tenant_level else other.own_keys):
                 return other.name
         return None
 
     def set_keys(model) -> list[str]:
         return [type(model).model_fields[name].alias or name for name in sorted(model.model_fields_set)]
 
-    found = [(f"{NAMESPACE}:{key}", owner(key, False)) for key in set_keys(settings)]
+    under = " and ".join(s.name for s in specs)
+    found = [(f"{NAMESPACE}:{key}", owner(key, False, specs), under) for key in set_keys(settings)]
     for index, tenant in enumerate(settings.tenants):
-        found += [(f"{NAMESPACE}:tenants[{index}].{key}", owner(key, True)) for key in set_keys(tenant)]
+        paths = [patterns[p] for p in settings.paths_of(tenant)]
+        found += [(f"{NAMESPACE}:tenants[{index}].{key}", owner(key, True, paths), " and ".join(p.name for p in paths))
+                  for key in set_keys(tenant)]
     return [
-        f"{key} is read only by pattern {other}; it is ignored under {spec.name}"
-        for key, other in found
+        f"{key} is read only by pattern {other}; it is ignored under {where}"
+        for key, other, where in found
         if other is not None
     ]

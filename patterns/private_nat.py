@@ -32,7 +32,7 @@ from .network import Network
 from .plan import PatternSpec, Plan
 from .settings import NAMESPACE, NAT_GATEWAY_MAX_IPS, Problem, Settings, Tenant
 from .settings.aws_rules import association_restriction
-from .tenancy import DEDICATED_NODES, DedicatedTenant, TenantNamespaces
+from .tenancy import DEDICATED_NODES, DedicatedTenant, TenantNamespaces, path_taints
 
 # Simultaneous connections per NAT IP to one destination (IP, port, protocol), and the
 # default quota of NAT gateways per AZ (adjustable), from the AWS VPC user guide:
@@ -309,6 +309,7 @@ class PrivateNat(pulumi.ComponentResource):
                 route_tables=self.route_tables[tenant.nat_profile],
                 # Subnets of the secondary range exist only once it is associated.
                 subnet_depends_on=[network.secondary_cidr] if network.secondary_cidr else None,
+                extra_taints=path_taints(plan, tenant),
                 opts=pulumi.ResourceOptions(parent=self),
             )
             for tenant in settings.tenants
@@ -350,6 +351,7 @@ SPEC = PatternSpec(
     warnings=_warnings,
     node_group_count=lambda settings: 1 + len(settings.tenants),
     pins_gateway_addresses=True,
+    external_snat=True,
     multi_az_node_groups=lambda settings: [f"tenant {t.name}" for t in settings.tenants],
     own_keys=("privateNat",),
     own_tenant_keys=("egressProfile", "expectedConnectionsPerDestination"),

@@ -40,13 +40,16 @@ def deploy(plan: Plan) -> dict[str, Any]:
     # its children through `parent`; no Kubernetes object names a provider itself,
     # and default Kubernetes providers are disabled (Pulumi.yaml).
     on_cluster = pulumi.ResourceOptions(providers=[cluster.provider])
-    cni = plan.spec.cni(NAME, plan, cluster, on_cluster)
+    cni = plan.cni_spec.cni(NAME, plan.parts[plan.cni_spec.name], cluster, on_cluster)
     system_nodes = SystemNodes(NAME, plan, network, cluster, cni, opts=on_cluster)
     ClusterAddons(NAME, plan, cluster, system_nodes, opts=on_cluster)
     guardrails = Guardrails(NAME, plan, cluster, cni, system_nodes, opts=on_cluster)
     namespaces = TenantNamespaces(NAME, plan, opts=on_cluster)
     grant_tenant_access(NAME, plan, cluster, namespaces, entry_parent=guardrails, in_force=guardrails.in_force)
-    plan.spec.component(NAME, plan, network, cluster, cni, namespaces, opts=on_cluster)
+    # Each pattern in use, built for its own tenants (Plan.parts): its
+    # cluster-wide pieces exist only while some tenant has a path under it.
+    for part in plan.parts.values():
+        part.spec.component(NAME, part, network, cluster, cni, namespaces, opts=on_cluster)
     return {
         "pattern": plan.settings.pattern,
         "vpcId": network.vpc_id,

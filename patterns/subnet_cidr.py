@@ -15,7 +15,7 @@ from .cluster import Cluster, Cni, VpcCni
 from .network import Network
 from .plan import PatternSpec, Plan
 from .settings import Settings, Tenant
-from .tenancy import DEDICATED_NODES, DedicatedTenant, TenantNamespaces
+from .tenancy import DEDICATED_NODES, DedicatedTenant, TenantNamespaces, path_taints
 
 
 class SubnetCidr(pulumi.ComponentResource):
@@ -31,6 +31,7 @@ class SubnetCidr(pulumi.ComponentResource):
                 cluster=cluster,
                 cni=cni,
                 route_tables=network.private_route_tables,
+                extra_taints=path_taints(plan, tenant),
                 opts=pulumi.ResourceOptions(parent=self),
             )
             for tenant in plan.settings.tenants

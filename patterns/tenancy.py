@@ -17,7 +17,7 @@ from . import admission as rules
 from .addressing import TenantAddresses
 from .cluster import Cluster, Cni, Taint
 from .network import Network
-from .plan import Plan
+from .plan import NamespaceSpec, Plan, path_role
 from .settings import Tenant, TenantQuota
 
 TENANT_KEY = "egress/tenant"  # node label, node taint and namespace/pod label
@@ -166,6 +166,7 @@ class DedicatedTenant(pulumi.ComponentResource):
                  network: Network, cluster: Cluster, cni: Cni,
                  route_tables: dict[str, aws.ec2.RouteTable],
                  subnet_depends_on: list[pulumi.Resource] | None = None,
+                 extra_taints: Sequence[Taint] = (),
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:tenancy:DedicatedTenant", name, None, opts)
         self.subnets = {
@@ -180,11 +181,38 @@ class DedicatedTenant(pulumi.ComponentResource):
             subnet_ids=[s.id for s in self.subnets.values()],
             size=tenant.nodes,
             labels={TENANT_KEY: tenant.name},
-            taints=[tenant_taint(tenant)],
+            taints=[tenant_taint(tenant), *extra_taints],
             cni=cni,
             parent=self,
         )
         self.register_outputs({"subnet_ids": [s.id for s in self.subnets.values()]})
+
+
+def tenant_namespace_spec(plan: Plan, tenant: Tenant) -> NamespaceSpec:
+    """The namespace under the tenant's own pattern; during a cutover its
+    egress rules also keep the previous path open, so pods not yet restarted
+    (still on that path) keep working until the old path is retired."""
+    part = plan.parts[plan.settings.pattern_of(tenant)]
+    spec = part.spec.tenant_namespace(part.settings, tenant)
+    if tenant.previous_pattern:
+        previous = plan.parts[tenant.previous_pattern]
+        old = previous.spec.tenant_namespace(previous.settings, tenant).egress_rules
+        spec = NamespaceSpec(spec.egress_rules + [r for r in old if r not in spec.egress_rules], spec.labels)
+    return spec
+
+
+# A path the tenant's new pods must not use yet (publish) or any more (cutover):
+# its node group carries this NoSchedule taint too, so when both paths have
+# dedicated nodes (both labelled and tainted egress/tenant=<tenant>) pods land
+# on the current path only. Running pods stay (NoSchedule evicts nothing). EKS
+# updates a managed node group's taints in place (UpdateNodegroupConfig,
+# https://docs.aws.amazon.com/eks/latest/APIReference/API_UpdateNodegroupConfig.html).
+PATH_KEY = "egress/path"
+
+
+def path_taints(plan: Plan, tenant: Tenant) -> list[Taint]:
+    role = path_role(plan.settings, tenant, plan.spec.name)
+    return [] if role == "current" else [Taint(PATH_KEY, {"next": "pending", "previous": "retiring"}[role], "NO_SCHEDULE")]
 
 
 class TenantNamespaces(pulumi.ComponentResource):
@@ -196,7 +224,7 @@ class TenantNamespaces(pulumi.ComponentResource):
         super().__init__("egress:tenancy:TenantNamespaces", name, None, opts)
         self.namespaces: dict[str, TenantNamespace] = {}
         for tenant in plan.settings.tenants:
-            spec = plan.spec.tenant_namespace(plan.settings, tenant)
+            spec = tenant_namespace_spec(plan, tenant)
             self.namespaces[tenant.name] = TenantNamespace(
                 tenant.name, tenant, egress_rules=spec.egress_rules, labels=spec.labels,
                 opts=pulumi.ResourceOptions(parent=self),

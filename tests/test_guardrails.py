@@ -42,7 +42,8 @@ def plan_of(pattern: str) -> Plan:
 def policies_by_name(pattern: str, gateways: tuple[str, ...] | None = None) -> dict[str, dict]:
     plan = plan_of(pattern)
     if gateways is not None:
-        plan = replace(plan, spec=replace(plan.spec, gateway_namespaces=gateways))
+        spec = replace(plan.spec, gateway_namespaces=gateways)
+        plan = replace(plan, spec=spec, parts={name: replace(part, spec=spec) for name, part in plan.parts.items()})
     return {p["metadata"]["name"]: p for p in cluster_policies(plan)}
 
 

@@ -46,6 +46,7 @@ SPEC = PatternSpec(
     warnings=warnings,
     node_group_count=lambda settings: 1 + len(settings.availability_zones),
     pins_gateway_addresses=True,
+    replaces_cni=True,
 )
 
 __all__ = [

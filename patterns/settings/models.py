@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Collection
 from functools import cached_property
 from typing import Annotated, Any, Literal, get_args
 
@@ -236,6 +237,14 @@ class Tenant(_Model):
     expected_connections_per_destination: Annotated[int, _between(1, None, "a connection count")] | None = None
     # The tenant team's IAM role: edit rights in the tenant namespace only.
     iam_role_arn: IamRoleArn | None = None
+    # The tenant's own egress pattern; default: egress:pattern.
+    pattern: PatternName | None = None
+    # A move to another pattern, one key per step (README, "Moving a tenant to
+    # another pattern"): `nextPattern` builds and publishes the new path while
+    # traffic stays on `pattern`; then `pattern` becomes the new one and
+    # `previousPattern` keeps the old path until its pods are gone.
+    next_pattern: PatternName | None = None
+    previous_pattern: PatternName | None = None
 
     @property
     def k8s_namespace(self) -> str:
@@ -364,6 +373,24 @@ class Settings(_Model):
     # Not config: the assignment of slots, AZ positions, control-plane AZs and
     # admin keys, resolved against the previous deploy's (see with_assignment).
     _assignment: Any = PrivateAttr(default=None)
+
+    def pattern_of(self, tenant: Tenant) -> str:
+        """The pattern the tenant's traffic leaves by (its admission, namespace labels)."""
+        return tenant.pattern or self.pattern
+
+    def paths_of(self, tenant: Tenant) -> tuple[str, ...]:
+        """Every pattern the tenant has a path under: its own first, then the one
+        it is moving to or from."""
+        other = tenant.next_pattern or tenant.previous_pattern
+        return (self.pattern_of(tenant),) + ((other,) if other and other != self.pattern_of(tenant) else ())
+
+    def restricted(self, names: Collection[str]) -> Settings:
+        """The same settings with only the named tenants, keeping the resolved
+        assignment (slots stay global: no two tenants share one anywhere)."""
+        settings = self.model_copy(update={"tenants": [t for t in self.tenants if t.name in names]})
+        settings.__dict__.pop("slots", None)
+        settings._assignment = self.assignment
+        return settings
 
     def with_assignment(self, assignment: Any) -> Settings:
         settings = self.model_copy()
