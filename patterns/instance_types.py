@@ -58,36 +58,39 @@ def eni_limits(instance_type: str) -> tuple[int, int] | None:
 
 
 def node_ip_warnings(settings: Settings, addresses: AddressPlan) -> list[str]:
-    """Tenant node groups whose subnets may run out of addresses at `max` nodes.
+    """Node groups whose subnets may run out of addresses at `max` nodes: each
+    tenant's in its own subnets, and the system group in the cluster subnets.
 
     The VPC CNI gives pods addresses of the node's ENIs and, by default
     (WARM_ENI_TARGET=1), keeps a whole spare ENI's worth attached, so a busy node
     holds every ENI's addresses (https://github.com/aws/amazon-vpc-cni-k8s/blob/master/docs/eni-and-ip-target.md).
     A managed node group spreads its nodes evenly over its subnets' AZs."""
-    warnings = []
-    for index, tenant in enumerate(settings.tenants):
-        own = addresses.tenants.get(tenant.name)
-        if own is None or not own.subnets:
-            continue  # the pattern gives tenants no subnets of their own
-        size = tenant.nodes
-        key = f"{NAMESPACE}:tenants[{index}].nodes"
-        limits = eni_limits(size.instance_type)
-        if limits is None:
-            warnings.append(
-                f"{key}.instanceType {size.instance_type} is not in the known list of ENI limits; make sure each "
-                f"subnet of {tenant.name!r} holds its share of {size.max} nodes, each taking all its ENIs' "
-                "addresses under the VPC CNI's default WARM_ENI_TARGET=1"
-            )
-            continue
-        enis, per_eni = limits
-        per_az = -(-size.max // len(own.subnets))
-        room = min(usable_hosts(s.cidr) for s in own.subnets)
-        if per_az * enis * per_eni > room:
-            warnings.append(
-                f"{key}.max: {size.max} nodes of {size.instance_type} ({enis} ENIs x {per_eni} addresses, all held "
-                f"by a busy node under the VPC CNI's default WARM_ENI_TARGET=1) need up to "
-                f"{per_az * enis * per_eni} addresses per AZ, but the /{own.subnets[0].cidr.prefixlen} subnets of "
-                f"{tenant.name!r} hold {room}: lower nodes.max, or use a shorter egress:tenantSubnetPrefix or a "
-                "larger range"
-            )
-    return warnings
+    groups = [
+        (f"{NAMESPACE}:tenants[{index}].nodes", f"the subnets of {tenant.name!r}", tenant.nodes,
+         addresses.tenants[tenant.name].subnets, "egress:tenantSubnetPrefix")
+        for index, tenant in enumerate(settings.tenants)
+        if tenant.name in addresses.tenants  # the pattern gives tenants subnets of their own
+    ]
+    if settings.pattern != "cilium":  # Cilium's own IPAM hands out the cluster subnets' addresses there
+        groups.append((f"{NAMESPACE}:systemNodes", "the cluster subnets", settings.system_nodes,
+                       addresses.cluster_subnets, "egress:clusterSubnetPrefix"))
+    return [w for group in groups if (w := _group_warning(*group))]
+
+
+def _group_warning(key: str, where: str, size, subnets, prefix_key: str) -> str | None:
+    if not subnets:
+        return None
+    limits = eni_limits(size.instance_type)
+    if limits is None:
+        return (f"{key}.instanceType {size.instance_type} is not in the known list of ENI limits; make sure each "
+                f"of {where} holds its share of {size.max} nodes, each taking all its ENIs' addresses under the "
+                "VPC CNI's default WARM_ENI_TARGET=1")
+    enis, per_eni = limits
+    need = -(-size.max // len(subnets)) * enis * per_eni
+    room = min(usable_hosts(s.cidr) for s in subnets)
+    if need <= room:
+        return None
+    return (f"{key}.max: {size.max} nodes of {size.instance_type} ({enis} ENIs x {per_eni} addresses, all held by a "
+            f"busy node under the VPC CNI's default WARM_ENI_TARGET=1) need up to {need} addresses per AZ, but "
+            f"{where} (/{subnets[0].cidr.prefixlen}) hold {room} each: lower max, or use a shorter {prefix_key} or "
+            "a larger range")

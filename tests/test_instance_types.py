@@ -57,10 +57,19 @@ def test_warns_when_a_tenants_subnets_cannot_hold_its_max_nodes_warm_ips():
     config["egress:tenants"][1]["nodes"] = {"instanceType": "m7i.large", "max": 4}
     warnings = _warm_ip_warnings(config)
     assert any(w.startswith("egress:tenants[1].nodes.max: 4 nodes of m7i.large (3 ENIs x 10 addresses")
-               and "need up to 60 addresses per AZ, but the /27 subnets of 'reporting' hold 27" in w
+               and "need up to 60 addresses per AZ, but the subnets of 'reporting' (/27) hold 27 each" in w
                and "egress:tenantSubnetPrefix" in w for w in warnings), warnings
     config["egress:tenants"][1]["nodes"] = {"instanceType": "t3.medium", "min": 2, "max": 2}  # 1 per AZ x 18
     assert not any("tenants[1]" in w for w in _warm_ip_warnings(config))
+
+
+def test_warns_when_the_cluster_subnets_cannot_hold_the_system_nodes():
+    # /22 VPC: /26 cluster subnets (59 addresses); 4 system nodes over 3 AZs: 2 per AZ x 30.
+    warnings = _warm_ip_warnings(config_with(vpcCidr="10.20.0.0/22"))
+    assert any(w.startswith("egress:systemNodes.max: 4 nodes of m7i.large") and "the cluster subnets (/26) hold 59 "
+               "each" in w and "egress:clusterSubnetPrefix" in w for w in warnings), warnings
+    config = config_with(vpcCidr="10.20.0.0/22", systemNodes={"max": 3})
+    assert not any(w.startswith("egress:systemNodes") for w in _warm_ip_warnings(config))
 
 
 def test_no_warm_ip_warning_for_the_shipped_stacks_and_an_unknown_type_is_said():
