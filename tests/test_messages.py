@@ -144,3 +144,28 @@ def test_the_key_checker_knows_real_from_made_up_keys():
 def test_shipped_stacks_have_no_problems():
     for stack in ("subnet-cidr", "private-nat", "cilium", "istio"):
         assert problems(stack_config(stack)) == [], stack
+
+
+PRIVATE_NAT_MISTAKES = [
+    ({"tenantCidr": "100.64.0.0/12"}, "egress:privateNat.tenantCidr"),
+    ({"tenantCidr": "172.20.0.0/16"}, "egress:privateNat.tenantCidr"),
+    ({"tenantCidr": "10.30.128.0/17"}, "egress:privateNat.tenantCidr"),
+    ({"tenantCdir": "100.64.0.0/16"}, "egress:privateNat.tenantCdir"),
+    ({"profiles": {"warehouse": {"slot": 8, "secondaryIps": 9}}}, "egress:privateNat.profiles.warehouse.secondaryIps"),
+    ({"profiles": {"warehouse": {"slot": -1}}}, "egress:privateNat.profiles.warehouse.slot"),
+    ({"profiles": {"Ware_house": {"slot": 8}, "warehouse": {"slot": 9}}}, "egress:privateNat.profiles.Ware_house"),
+]
+
+
+@pytest.mark.parametrize("overrides, key", PRIVATE_NAT_MISTAKES, ids=[str(m[0])[:60] for m in PRIVATE_NAT_MISTAKES])
+def test_private_nat_mistakes_read_as_advice_too(overrides, key):
+    config = stack_config("private-nat")
+    config["egress:privateNat"] = {**config["egress:privateNat"], **overrides}
+    found = problems(config)
+    assert len(found) == 1, found
+    problem_key, message = found[0].split(": ", 1)
+    assert problem_key == key
+    assert not any(wording in message for wording in PYDANTIC_WORDING), message
+    assert is_real_key(problem_key) or message.startswith("unknown key; did you mean"), message
+    for mentioned in re.findall(r"\begress:[A-Za-z][\w.\[\]]*", message):
+        assert is_real_key(mentioned.rstrip(".")), (mentioned, message)

@@ -61,6 +61,8 @@ def config_key(prefix: str, loc: Iterable[Any]) -> str:
     """The stack file key of a value at `loc` below `prefix` (e.g. tenants[0])."""
     path = prefix
     for part in loc:
+        if part == "[key]":  # pydantic's marker for an error in a mapping's key, not its value
+            continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     if path == "region":
         return "aws:region"
