@@ -13,8 +13,11 @@ from .settings import OnPremDns
 
 # Interface endpoints that let private nodes bootstrap, pull from ECR and reach
 # the AWS APIs the add-ons call, without a public IP (EKS user guide,
-# "Deploy private clusters with limited internet access").
-INTERFACE_ENDPOINTS = ("ec2", "ecr.api", "ecr.dkr", "sts", "logs", "eks", "eks-auth", "elasticloadbalancing")
+# "Deploy private clusters with limited internet access"; it lists
+# autoscaling for the Cluster Autoscaler, which also calls ec2, eks and sts).
+INTERFACE_ENDPOINTS = (
+    "ec2", "ecr.api", "ecr.dkr", "sts", "logs", "eks", "eks-auth", "elasticloadbalancing", "autoscaling",
+)
 
 
 class Network(pulumi.ComponentResource):

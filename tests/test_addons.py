@@ -169,3 +169,13 @@ def test_groups_that_must_not_scale_are_fixed_and_the_others_never_reach_zero():
                 assert scaling["minSize"] == scaling["maxSize"] == 1, group.name
             else:
                 assert scaling["minSize"] >= 2 and scaling["maxSize"] >= scaling["minSize"], group.name
+
+
+def test_autoscaler_reaches_every_api_it_calls_through_vpc_endpoints():
+    # Auto Scaling (resize), EC2 (instance types), EKS (DescribeNodegroup) and
+    # STS (IRSA) stay on the AWS network; the autoscaler README warns that a
+    # private cluster without them can crash the autoscaler at start-up.
+    services = {r.inputs["serviceName"].removeprefix("com.amazonaws.eu-west-1.")
+                for r in planned("subnet-cidr").by_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+                if r.inputs["vpcEndpointType"] == "Interface"}
+    assert {"autoscaling", "ec2", "eks", "sts"} <= services

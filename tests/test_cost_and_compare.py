@@ -71,8 +71,8 @@ def test_subnet_cidr_estimate_counts_what_the_stack_creates():
     assert lines["node root volumes (gp3)"].quantity == 6 * 50
     assert lines["NAT gateways, public"].quantity == 3 * HOURS
     assert "NAT gateways, private" not in lines
-    # 8 interface endpoints, each in the 3 cluster subnets
-    assert lines["interface endpoints (per endpoint per AZ)"].quantity == 8 * 3 * HOURS
+    # 9 interface endpoints, each in the 3 cluster subnets
+    assert lines["interface endpoints (per endpoint per AZ)"].quantity == 9 * 3 * HOURS
     assert lines["transit gateway attachment"].quantity == HOURS
     assert cost.monthly_usd == round(sum(line.monthly_usd for line in cost.lines), 2)
     # at the maximum: system 4 + payments 6 + reporting 4 nodes
