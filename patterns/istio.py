@@ -5,7 +5,10 @@ egress subnets (seed, "Design pattern 4: Egress Gateway with service mesh").
 
 Per upstream the five Istio objects of the seed are created (ServiceEntry,
 Gateway, VirtualService, DestinationRule, AuthorizationPolicy), following
-https://istio.io/latest/docs/tasks/traffic-management/egress/egress-gateway/:
+https://istio.io/latest/docs/tasks/traffic-management/egress/egress-gateway/,
+with the ServiceEntry in two halves: the tenant's sidecars see one that says
+what to match (its host, or its range for TCP), the gateway one per host that
+says how to reach it (DNS, or fixed addresses):
 
     tenant pod -> sidecar --(ISTIO_MUTUAL, SNI = upstream host)--> egress gateway
                --(the application's own bytes, TCP proxy)--> on-prem upstream
@@ -89,9 +92,13 @@ class UpstreamRoute:
     cidr: str
     host: str  # the upstream's host, or a mesh-internal name for an IP-only upstream
     match_sni: bool  # sidecars match the application's SNI; else its destination address
-    resolution: str  # DNS (the gateway resolves host) or STATIC (fixed endpoints)
+    resolution: str  # how the gateway reaches host: DNS (resolves it) or STATIC (fixed endpoints)
     endpoints: tuple[str, ...]
     ports: tuple[PortRoute, ...]
+
+    @property
+    def protocol(self) -> str:
+        return "TLS" if self.match_sni else "TCP"
 
     @property
     def name(self) -> str:
@@ -140,8 +147,69 @@ def tenant_routes(settings: Settings, tenant: Tenant) -> list[UpstreamRoute]:
     return routes
 
 
+@dataclass(frozen=True)
+class GatewayUpstream:
+    """How the egress gateway reaches one host, for every tenant that lists it."""
+
+    host: str
+    resolution: str
+    endpoints: tuple[str, ...]
+    ports: tuple[tuple[int, str], ...]  # (port, protocol), every tenant's ports of the host
+
+
+def gateway_upstreams(routes: list[UpstreamRoute]) -> list[GatewayUpstream]:
+    """One entry per host. Istio keeps one ServiceEntry per host and namespace,
+    the oldest (istio/istio pilot/pkg/model/push_context.go, initServiceRegistry),
+    and a proxy sees one per host across the namespaces exported to it, again
+    the oldest, without merging their ports (pilot/pkg/model/sidecar.go,
+    DefaultSidecarScopeForNamespace). Entries of several tenants for one host
+    would leave the gateway with only one tenant's ports, so the gateway gets
+    one entry with all of them (_checks refuses tenants that disagree on what
+    the host is)."""
+    by_host: dict[str, tuple[UpstreamRoute, dict[int, str]]] = {}
+    for route in routes:
+        first, ports = by_host.setdefault(route.host, (route, {}))
+        ports.update({p.port: route.protocol for p in route.ports if p.port not in ports})
+    return [
+        GatewayUpstream(host, first.resolution, first.endpoints, tuple(sorted(ports.items())))
+        for host, (first, ports) in by_host.items()
+    ]
+
+
+def _shared_host_problems(settings: Settings) -> list[Problem]:
+    """Tenants may share a host (each keeps its own gateway ports and policy),
+    but not disagree on it: the gateway's one entry per host (gateway_upstreams)
+    has one protocol per port, and the range is what sidecars match, the
+    gateway's NetworkPolicy admits and the firewall allow-lists for it."""
+    problems = []
+    first: dict[str, tuple[str, Tenant, Upstream]] = {}
+    for t, tenant in enumerate(settings.tenants):
+        for u, upstream in enumerate(tenant.upstreams):
+            if not upstream.host:
+                continue
+            key = f"{NAMESPACE}:tenants[{t}].upstreams[{u}]"
+            where, other, declared = first.setdefault(upstream.host, (key, tenant, upstream))
+            if other is tenant:
+                continue  # the same tenant twice is reported by _checks
+            differences = []
+            if upstream.cidr != declared.cidr:
+                differences.append(f"cidr {upstream.cidr} (tenant {other.name}: {declared.cidr})")
+            shared_ports = sorted(set(upstream.ports) & set(declared.ports))
+            if upstream.protocol != declared.protocol and shared_ports:
+                differences.append(f"protocol {upstream.protocol} on port {', '.join(map(str, shared_ports))} "
+                                   f"(tenant {other.name}: {declared.protocol})")
+            if differences:
+                problems.append(Problem(
+                    key, f"host {upstream.host!r} of tenant {tenant.name} is also an upstream of tenant "
+                    f"{other.name} ({where.removeprefix(NAMESPACE + ':')}) with a different "
+                    f"{' and '.join(differences)}; one host is one service to the egress gateway, so give both "
+                    "tenants the same cidr and protocol for it",
+                ))
+    return problems
+
+
 def _checks(settings: Settings) -> list[Problem]:
-    problems: list[Problem] = []
+    problems: list[Problem] = _shared_host_problems(settings)
     for t, tenant in enumerate(settings.tenants):
         key = f"{NAMESPACE}:tenants[{t}]"
         slot = settings.slots[tenant.name]
@@ -204,22 +272,48 @@ def _meta(name: str, namespace: str) -> dict:
     return {"name": name, "namespace": namespace}
 
 
+def _ports(ports: list[tuple[int, str]]) -> list[dict]:
+    return [{"number": port, "name": f"{protocol.lower()}-{port}", "protocol": protocol} for port, protocol in ports]
+
+
 def service_entry(route: UpstreamRoute) -> dict:
-    protocol = "TLS" if route.match_sni else "TCP"
+    """What the tenant's sidecars match: the host by SNI, or the range by
+    destination address. Sidecars only hand the traffic to the gateway (the
+    VirtualService), so they resolve nothing: resolution NONE, which with
+    STATIC is also the only one that admits a range in `addresses` (CEL rule of
+    the ServiceEntry CRD; istiod's ValidateServiceEntry). Visible to the
+    tenant's namespace only, so tenants that share a host never see each
+    other's entry."""
     spec: dict = {
         "hosts": [route.host],
         "location": "MESH_EXTERNAL",
-        "ports": [{"number": p.port, "name": f"{protocol.lower()}-{p.port}", "protocol": protocol} for p in route.ports],
-        "resolution": route.resolution,
-        # Visible to the tenant's sidecars and to the gateway only.
-        "exportTo": [".", GATEWAY_NAMESPACE],
+        "ports": _ports([(p.port, route.protocol) for p in route.ports]),
+        "resolution": "NONE",
+        "exportTo": ["."],
     }
     if not route.match_sni:
         spec["addresses"] = [route.cidr]
-    if route.endpoints:
-        spec["endpoints"] = [{"address": a} for a in route.endpoints]
     return {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
             "metadata": _meta(route.upstream, route.namespace), "spec": spec}
+
+
+def gateway_service_entry(upstream: GatewayUpstream) -> dict:
+    """How the gateway reaches a host: it resolves the name (DNS), or connects
+    to the fixed addresses of an IP-only upstream (STATIC; with NONE the
+    gateway would send the traffic to itself, see upstream_route). Visible to
+    the gateway's namespace only; the tenants' VirtualServices route to it
+    there by host."""
+    spec: dict = {
+        "hosts": [upstream.host],
+        "location": "MESH_EXTERNAL",
+        "ports": _ports(list(upstream.ports)),
+        "resolution": upstream.resolution,
+        "exportTo": ["."],
+    }
+    if upstream.endpoints:
+        spec["endpoints"] = [{"address": a} for a in upstream.endpoints]
+    return {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+            "metadata": _meta(upstream.host, GATEWAY_NAMESPACE), "spec": spec}
 
 
 def gateway(route: UpstreamRoute) -> dict:
@@ -546,6 +640,19 @@ class Istio(pulumi.ComponentResource):
             spec={"selector": {"matchLabels": GATEWAY_LABELS}},
             opts=after_istiod,
         )
+
+        self.upstream_entries = {
+            upstream.host: k8s.apiextensions.CustomResource(
+                f"{name}-upstream-{upstream.host}",
+                api_version=entry["apiVersion"],
+                kind=entry["kind"],
+                metadata={**entry["metadata"], "namespace": gateway_ns},
+                spec=entry["spec"],
+                opts=after_istiod,
+            )
+            for upstream in gateway_upstreams(all_routes)
+            for entry in [gateway_service_entry(upstream)]
+        }
 
         self.tenants = {
             tenant.name: IstioTenant(

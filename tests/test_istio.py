@@ -174,12 +174,15 @@ def test_five_objects_per_upstream(graph, tenant, namespace, upstream, host, por
     gateway_ports = [gp for _, gp in ports]
     objs = {kind: _obj(graph, kind, f"{name}-{kind.lower()}") for kind in KINDS}
 
-    se = objs["ServiceEntry"]
+    se = objs["ServiceEntry"]  # what the tenant's sidecars match; the gateway's entry is per host
     assert se["metadata"] == {"name": upstream, "namespace": namespace}
-    assert se["spec"]["hosts"] == [host] and se["spec"]["resolution"] == "DNS"
+    assert se["spec"]["hosts"] == [host] and se["spec"]["resolution"] == "NONE"
     assert se["spec"]["location"] == "MESH_EXTERNAL"
     assert [(p["number"], p["protocol"]) for p in se["spec"]["ports"]] == [(p, "TLS" if sni else "TCP") for p, _ in ports]
-    assert se["spec"]["exportTo"] == [".", "istio-egress"]
+    assert se["spec"]["exportTo"] == ["."]
+    upstream_cidr = next(str(u.cidr) for t in graph.plan.settings.tenants for u in t.upstreams
+                         if t.name == tenant and u.name == upstream)
+    assert se["spec"].get("addresses") == (None if sni else [upstream_cidr])
 
     gw = objs["Gateway"]
     assert gw["metadata"] == {"name": name, "namespace": "istio-egress"}
@@ -220,6 +223,55 @@ def test_five_objects_per_upstream(graph, tenant, namespace, upstream, host, por
     ]
 
 
+def test_the_gateway_reaches_each_host_through_one_shared_entry(graph):
+    entries = {r.inputs["metadata"]["name"]: r for r in graph.by_type(TYPES["ServiceEntry"])
+               if r.inputs["metadata"]["namespace"] == "istio-egress"}
+    assert set(entries) == {"corebank.corp.example", "ledger-db.corp.example", "dwh.corp.example"}
+    for host, entry in entries.items():
+        spec = entry.inputs["spec"]
+        assert entry.name == f"egress-upstream-{host}"
+        assert spec["hosts"] == [host] and spec["resolution"] == "DNS" and spec["exportTo"] == ["."]
+        assert spec["location"] == "MESH_EXTERNAL" and "addresses" not in spec and "endpoints" not in spec
+    ports = lambda host: [(p["number"], p["protocol"]) for p in entries[host].inputs["spec"]["ports"]]  # noqa: E731
+    assert ports("corebank.corp.example") == [(443, "TLS")]  # both tenants' port, once
+    assert ports("ledger-db.corp.example") == [(1521, "TCP")]
+    assert ports("dwh.corp.example") == [(443, "TLS"), (5439, "TLS")]
+    # Every route the gateway takes leads to a port of its entry.
+    for vs in graph.by_type(TYPES["VirtualService"]):
+        for route in vs.inputs["spec"]["tcp"]:
+            destination = route["route"][0]["destination"]
+            if route["match"][0]["gateways"] != ["mesh"]:
+                assert destination["port"]["number"] in dict(ports(destination["host"]))
+
+
+def _visible_entries(graph, namespace: str) -> dict[str, list[dict]]:
+    """The ServiceEntries a proxy in `namespace` sees, by host (exportTo "."
+    is the entry's own namespace, "*" every namespace)."""
+    seen: dict[str, list[dict]] = {}
+    for resource in graph.by_type(TYPES["ServiceEntry"]):
+        entry = resource.inputs
+        export = [entry["metadata"]["namespace"] if e == "." else e for e in entry["spec"]["exportTo"]]
+        if namespace in export or "*" in export:
+            for host in entry["spec"]["hosts"]:
+                seen.setdefault(host, []).append(entry)
+    return seen
+
+
+def test_every_proxy_sees_one_entry_per_host_with_what_it_needs(graph):
+    # Istio keeps the oldest of several entries for a host (push_context.go,
+    # sidecar.go): with one visible entry per host there is nothing to pick.
+    gateway = _visible_entries(graph, "istio-egress")
+    assert {host: len(entries) for host, entries in gateway.items()} == {
+        "corebank.corp.example": 1, "ledger-db.corp.example": 1, "dwh.corp.example": 1}
+    assert {e[0]["spec"]["resolution"] for e in gateway.values()} == {"DNS"}
+    payments = _visible_entries(graph, "payments")
+    assert {host: len(entries) for host, entries in payments.items()} == {
+        "corebank.corp.example": 1, "ledger-db.corp.example": 1}
+    ledger = payments["ledger-db.corp.example"][0]["spec"]
+    assert (ledger["addresses"], ledger["resolution"]) == (["10.101.4.16/28"], "NONE")  # the sidecar matches the range
+    assert _visible_entries(graph, "reporting-prod").keys() == {"corebank.corp.example", "dwh.corp.example"}
+
+
 def test_gateway_denies_by_default_and_tenants_get_a_client_account(graph):
     nothing = _obj(graph, "AuthorizationPolicy", "egress-egress-gateway-allow-nothing")
     assert nothing["spec"] == {"selector": {"matchLabels": {"istio": "egressgateway"}}}
@@ -235,7 +287,7 @@ def test_istio_objects_validate_against_the_crds(graph):
         for resource in graph.by_type(type_):
             assert crd_errors(resource.inputs) == [], resource.name
             checked += 1
-    assert checked == 4 * 5 + 2
+    assert checked == 4 * 5 + 3 + 2  # five per upstream, the gateway's entry per host, mesh-wide policies
     broken = copy.deepcopy(graph.get(TYPES["Gateway"], "payments.core-banking-gateway").inputs)
     broken["spec"]["servers"][0]["tls"]["mode"] = "ISTIO_MUTAL"
     assert crd_errors(broken)
@@ -314,8 +366,13 @@ def test_ip_only_upstream_gets_static_endpoints_and_a_subnet_match():
     assert [(p.port, p.gateway_port) for p in route.ports] == [(4000, 20000), (4001, 20001)]
     se = istio.service_entry(route)["spec"]
     assert se["hosts"] == ["mainframe.t.egress.internal"] and se["addresses"] == ["10.101.0.8/30"]
-    assert se["endpoints"] == [{"address": "10.101.0.9"}, {"address": "10.101.0.10"}]
+    assert se["resolution"] == "NONE" and "endpoints" not in se
     assert {p["protocol"] for p in se["ports"]} == {"TCP"}
+    [upstream] = istio.gateway_upstreams([route])
+    at_gateway = istio.gateway_service_entry(upstream)
+    assert at_gateway["metadata"] == {"name": "mainframe.t.egress.internal", "namespace": "istio-egress"}
+    assert at_gateway["spec"]["resolution"] == "STATIC" and "addresses" not in at_gateway["spec"]
+    assert at_gateway["spec"]["endpoints"] == [{"address": "10.101.0.9"}, {"address": "10.101.0.10"}]
     vs = istio.virtual_service(route)["spec"]
     assert "tls" not in vs
     assert vs["tcp"][0]["match"] == [{"gateways": ["mesh"], "port": 4000, "destinationSubnets": ["10.101.0.8/30"]}]
@@ -325,6 +382,7 @@ def test_ip_only_upstream_gets_static_endpoints_and_a_subnet_match():
         for render in (istio.service_entry, istio.virtual_service, istio.gateway, istio.destination_rule,
                        istio.authorization_policy):
             assert crd_errors(render(route)) == []
+        assert crd_errors(at_gateway) == []
 
 
 def test_plan_warns_for_ip_ranges_and_ignored_node_sizes():
@@ -374,3 +432,48 @@ def test_gateway_ports_follow_the_tenant_slot():
     ]}
     settings = offline.plan_from_config("x", offline.engine_config(config)).settings
     assert [istio.tenant_routes(settings, t)[0].gateway_ports for t in settings.tenants] == [[20300], [20100]]
+
+
+# --- one host, several tenants -------------------------------------------------
+
+
+def _tenants_sharing(first: dict, second: dict) -> dict:
+    base = {"name": "db", "cidr": "10.100.3.0/24", "host": "db.corp.example", "ports": [5432], "protocol": "TCP"}
+    return {**_base_config(), "egress:tenants": [
+        {"name": "a", "upstreams": [{**base, **first}]},
+        {"name": "b", "upstreams": [{**base, **second}]},
+    ]}
+
+
+def test_tenants_sharing_a_host_share_the_gateways_entry_with_all_their_ports():
+    config = _tenants_sharing({"ports": [5432]}, {"ports": [5432, 5433]})
+    settings = offline.plan_from_config("x", offline.engine_config(config)).settings
+    routes = [r for t in settings.tenants for r in istio.tenant_routes(settings, t)]
+    [upstream] = istio.gateway_upstreams(routes)
+    assert (upstream.host, upstream.ports) == ("db.corp.example", ((5432, "TCP"), (5433, "TCP")))
+    # Each tenant keeps its own gateway ports: the shared entry widens no tenant's reach.
+    assert [r.gateway_ports for r in routes] == [[20000], [20100, 20101]]
+
+
+@pytest.mark.parametrize(("second", "differences"), [
+    ({"cidr": "10.100.4.0/24"}, ["cidr 10.100.4.0/24 (tenant a: 10.100.3.0/24)"]),
+    ({"protocol": "TLS", "ports": [5432, 443]}, ["protocol TLS on port 5432 (tenant a: TCP)"]),
+    ({"cidr": "10.100.4.0/24", "protocol": "TLS"},
+     ["cidr 10.100.4.0/24 (tenant a: 10.100.3.0/24)", "protocol TLS on port 5432 (tenant a: TCP)"]),
+])
+def test_tenants_that_disagree_on_a_host_are_refused_naming_both(second, differences):
+    with pytest.raises(ConfigError) as error:
+        offline.run("bad", _tenants_sharing({}, second))
+    found = {p.key: p.message for p in error.value.problems}
+    message = found["egress:tenants[1].upstreams[0]"]
+    assert "host 'db.corp.example' of tenant b is also an upstream of tenant a (tenants[0].upstreams[0])" in message
+    assert f"with a different {' and '.join(differences)};" in message
+    assert "give both tenants the same cidr and protocol" in message
+
+
+def test_tenants_may_share_a_host_on_other_ports_with_another_protocol():
+    config = _tenants_sharing({}, {"protocol": "TLS", "ports": [443]})
+    settings = offline.plan_from_config("x", offline.engine_config(config)).settings
+    routes = [r for t in settings.tenants for r in istio.tenant_routes(settings, t)]
+    [upstream] = istio.gateway_upstreams(routes)
+    assert upstream.ports == ((443, "TLS"), (5432, "TCP"))
