@@ -29,7 +29,8 @@ SCHEMAS = next(
 )
 
 
-def _require(path: Path | None) -> Path:
+def _require(relative: str) -> Path:
+    """The path of a file or folder under the schemas folder."""
     if SCHEMAS is None:
         reason = (f"upstream CRD and Helm values schemas not found: expected the folder {EXPECTED_SCHEMAS} "
                   "(shared/schemas next to the checkout, or in a folder above it), so rendered objects and chart "
@@ -37,7 +38,8 @@ def _require(path: Path | None) -> Path:
         if os.environ.get(REQUIRE_SCHEMAS) == "1":
             pytest.fail(f"{reason}; {REQUIRE_SCHEMAS}=1 makes this a failure")
         pytest.skip(reason)
-    if path is None or not path.exists():
+    path = SCHEMAS / relative
+    if not path.exists():
         # The folder is there, so a missing file is a test to fix, not a skip.
         pytest.fail(f"upstream schema file not found: {path}")
     return path
@@ -45,7 +47,7 @@ def _require(path: Path | None) -> Path:
 
 def helm_values_validator(chart: str, version: str) -> jsonschema.Draft7Validator:
     """The chart's own values.schema.json (Helm validates values against it)."""
-    path = _require(SCHEMAS and SCHEMAS / "helm" / f"{chart}-{version}.values.schema.json")
+    path = _require(f"helm/{chart}-{version}.values.schema.json")
     return jsonschema.Draft7Validator(json.loads(path.read_text()))
 
 
@@ -66,7 +68,7 @@ def _strict(schema):
 @cache
 def crd_schemas() -> dict[tuple[str, str], dict]:
     """The openAPIV3Schema of every (apiVersion, kind) the CRDs serve."""
-    folder = _require(SCHEMAS / "crds")
+    folder = _require("crds")
     schemas = {}
     for path in sorted(folder.glob("*.yaml")):
         crd = yaml.load(path.read_text(), Loader=yaml.CSafeLoader)  # some are MBs; libyaml is 10x faster

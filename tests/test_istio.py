@@ -10,7 +10,7 @@ import pytest
 
 from patterns import istio, offline
 from patterns.settings import ConfigError
-from schemas import SCHEMAS, crd_errors, helm_values_validator
+from schemas import crd_errors, helm_values_validator
 
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -378,11 +378,14 @@ def test_ip_only_upstream_gets_static_endpoints_and_a_subnet_match():
     assert vs["tcp"][0]["match"] == [{"gateways": ["mesh"], "port": 4000, "destinationSubnets": ["10.101.0.8/30"]}]
     single = _route({"name": "host", "cidr": "10.101.0.7/32", "ports": [22], "protocol": "TCP"})
     assert single.endpoints == ("10.101.0.7",)
-    if SCHEMAS:
-        for render in (istio.service_entry, istio.virtual_service, istio.gateway, istio.destination_rule,
-                       istio.authorization_policy):
-            assert crd_errors(render(route)) == []
-        assert crd_errors(at_gateway) == []
+
+
+def test_ip_only_upstream_objects_pass_the_crds():
+    route = _route({"name": "mainframe", "cidr": "10.101.0.8/30", "ports": [4000, 4001], "protocol": "TLS"})
+    for render in (istio.service_entry, istio.virtual_service, istio.gateway, istio.destination_rule,
+                   istio.authorization_policy):
+        assert crd_errors(render(route)) == []
+    assert crd_errors(istio.gateway_service_entry(istio.gateway_upstreams([route])[0])) == []
 
 
 def test_plan_warns_for_ip_ranges_and_ignored_node_sizes():
