@@ -46,6 +46,12 @@ from .tenancy import DNS_PEER, DNS_PORTS, TenantNamespace, TenantNamespaces, gat
 
 ISTIO_VERSION = "1.30.3"
 ISTIO_REPO = "https://istio-release.storage.googleapis.com/charts"
+# The release's image hub, set in istiod's values so that the sidecar the
+# injector adds is known: <hub>/proxyv2:<tag>, running as PROXY_UID/PROXY_UID
+# (injection-template.yaml, istio-cni on).
+ISTIO_HUB = "docker.io/istio"
+PROXY_IMAGE = f"{ISTIO_HUB}/proxyv2"
+PROXY_UID = 1337
 ISTIO_NAMESPACE = "istio-system"
 GATEWAY_NAMESPACE = "istio-egress"
 GATEWAY_NAME = "istio-egressgateway"  # Helm release name = Service and ServiceAccount name
@@ -517,6 +523,8 @@ def istiod_values() -> dict:
              "labelSelector": {"matchLabels": ISTIOD_LABELS}}
         ],
         "global": {
+            "hub": ISTIO_HUB,
+            "tag": ISTIO_VERSION,
             "istioNamespace": ISTIO_NAMESPACE,
             "proxy": {"seccompProfile": {"type": "RuntimeDefault"}},
             # istiod shares the system nodes with tenant pods (which may not use
@@ -777,25 +785,73 @@ def _egress_subnet_cidrs(settings: Settings, addresses: AddressPlan, tenant: Ten
 
 SIDECAR_POLICY = "egress-istio-sidecar"
 SIDECAR_INJECT = "sidecar.istio.io/inject"
-# Pod annotations that let traffic leave around the sidecar (and so around the
-# egress gateway): https://istio.io/latest/docs/reference/config/annotations/
+# The traffic capture as the sidecar injector writes it on every pod it injects
+# (1.30 injection-template.yaml with istio-cni: interception mode, outbound
+# ranges and revision, from the mesh defaults unless the pod sets them), which
+# the istio-cni plugin then reads to set up the redirection
+# (cni/pkg/plugin/sidecar_redirect.go). Tenant pods keep these values.
+SIDECAR_CAPTURE = {
+    "sidecar.istio.io/interceptionMode": "REDIRECT",
+    "traffic.sidecar.istio.io/includeOutboundIPRanges": "*",
+    "istio.io/rev": "default",
+}
+# Pod annotations the injector never writes here and that narrow the capture or
+# replace the proxy: exclusions (https://istio.io/latest/docs/reference/config/annotations/),
+# a whole ProxyConfig (interceptionMode NONE), another proxy image or Envoy
+# bootstrap.
 SIDECAR_BYPASS_ANNOTATIONS = (
-    "sidecar.istio.io/interceptionMode",
     "traffic.sidecar.istio.io/excludeInterfaces",
     "traffic.sidecar.istio.io/excludeOutboundIPRanges",
     "traffic.sidecar.istio.io/excludeOutboundPorts",
-    "traffic.sidecar.istio.io/includeOutboundIPRanges",
     "traffic.sidecar.istio.io/includeOutboundPorts",
+    "proxy.istio.io/config",
+    "sidecar.istio.io/proxyImage",
+    "sidecar.istio.io/bootstrapOverride",
 )
+# Containers named like Istio's own: the istio-cni plugin skips a pod with an
+# istio-init container (it assumes that one set up iptables), or whose
+# istio-proxy is not a sidecar (args) or has DISABLE_ENVOY, and takes the UID
+# and GID its rules let through from istio-proxy's securityContext
+# (cni/pkg/plugin/plugin.go, kubernetes.go). A container of the pod's own named
+# istio-proxy is merged over the injected one (custom injection), so these are
+# checked on the pod the injector leaves.
+_PROXY = (
+    f"name == 'istio-proxy' && starts_with(image || '', '{PROXY_IMAGE}:') && !command"
+    " && args[0] == 'proxy' && args[1] == 'sidecar'"
+    f" && securityContext.runAsUser == `{PROXY_UID}` && securityContext.runAsGroup == `{PROXY_UID}`"
+    " && !(env[?name == 'DISABLE_ENVOY'])"
+)
+_VALIDATION = (f"name == 'istio-validation' && starts_with(image || '', '{PROXY_IMAGE}:') && !command"
+               " && args[0] == 'istio-iptables'")
+_ISTIO_CONTAINERS = ("istio-proxy", "istio-validation", "istio-init")
+# Every container of the pod; the pipe ends the projection, so a filter after
+# it selects containers.
+_CONTAINERS = "request.object.spec.[containers, initContainers][] | "
+_ISTIOS_OWN = f"(({_PROXY}) || ({_VALIDATION}))"
+
+
+def _is(expression: str) -> tuple[str, str, bool]:
+    """A deny condition on a JMESPath boolean. Kyverno compares strings with
+    wildcards (Equals/NotEquals, operator/equal.go), so a value such as "*"
+    is compared inside JMESPath, not by the operator."""
+    return f"{{{{ {expression} }}}}", "Equals", True
+
+
+def _annotation_other_than(key: str, value: str) -> str:
+    return f"(request.object.metadata.annotations.\"{key}\" || '{value}') != '{value}'"
 
 
 @dataclass(frozen=True)
 class SidecarAdmission:
     """Tenants told apart by their namespace's mesh identity: tenant pods keep
-    the sidecar and its full traffic capture, the only way to the gateway."""
+    the sidecar and its full traffic capture, the only way to the gateway.
+    Kyverno validates the pod after every mutating webhook, so it sees the
+    sidecar and the annotations the injector added
+    (https://kubernetes.io/docs/reference/access-authn-authz/extensible-admission-controllers/)."""
 
     def policies(self, tenants: Sequence[Tenant]) -> list[dict[str, Any]]:
         namespaces = [t.k8s_namespace for t in tenants]
+        capture = ", ".join(f"{k}: {v!r}" for k, v in SIDECAR_CAPTURE.items())
         return [rules.policy(SIDECAR_POLICY, "Tenant pods keep the Istio sidecar and its full traffic capture.", [
             {
                 "name": "no-sidecar-opt-out",
@@ -815,17 +871,53 @@ class SidecarAdmission:
                 "name": "no-sidecar-bypass",
                 "match": rules.pods(namespaces),
                 "validate": rules.validate(
-                    "Pods in tenant namespaces may not narrow the sidecar's traffic capture (it would let traffic "
-                    f"bypass the egress gateway): remove the annotations {', '.join(SIDECAR_BYPASS_ANNOTATIONS)}.",
-                    pattern={"metadata": {"=(annotations)": {f"X({a})": "null" for a in SIDECAR_BYPASS_ANNOTATIONS}}},
+                    "Pods in tenant namespaces may not narrow the sidecar's traffic capture or pick another proxy "
+                    f"(traffic would bypass the egress gateway): leave {capture} (label istio.io/rev too) as the "
+                    f"sidecar injector sets them, and remove the annotations {', '.join(SIDECAR_BYPASS_ANNOTATIONS)}.",
+                    deny=rules.deny_if(
+                        *[_is(_annotation_other_than(k, v)) for k, v in SIDECAR_CAPTURE.items()],
+                        _is("(request.object.metadata.labels.\"istio.io/rev\" || 'default') != 'default'"),
+                        ("{{ keys(request.object.metadata.annotations || `{}`) }}", "AnyIn",
+                         list(SIDECAR_BYPASS_ANNOTATIONS)),
+                    ),
+                ),
+            },
+            {
+                "name": "no-proxy-identity",
+                "match": rules.pods(namespaces),
+                "validate": rules.validate(
+                    f"Traffic from user or group {PROXY_UID} (the sidecar's) bypasses the traffic capture, and the "
+                    f"containers {', '.join(_ISTIO_CONTAINERS)} are Istio's: in tenant namespaces no pod or container "
+                    f"may set runAsUser or runAsGroup {PROXY_UID}, no container may take one of those names, and the "
+                    "istio-proxy container is left to the sidecar injector (no image, command, args, user or "
+                    "DISABLE_ENVOY of the pod's own).",
+                    deny=rules.deny_if(
+                        _is(f"length({_CONTAINERS}[?contains({list(_ISTIO_CONTAINERS)}, name) && !{_ISTIOS_OWN}])"
+                            " > `0`"),
+                        _is("length([request.object.spec.securityContext.runAsUser, "
+                            "request.object.spec.securityContext.runAsGroup, "
+                            f"{_CONTAINERS}[?!{_ISTIOS_OWN}].securityContext.[runAsUser, runAsGroup][]][]"
+                            f" | [?@ == `{PROXY_UID}`]) > `0`"),
+                    ),
                 ),
             },
         ])]
 
     def escapes(self, tenant: Tenant, tenants: Sequence[Tenant]) -> list[dict[str, Any]]:
+        busybox = "public.ecr.aws/docker/library/busybox:1.36"
         return [
             {"metadata": {"labels": {SIDECAR_INJECT: "false"}}},
             {"metadata": {"annotations": {SIDECAR_INJECT: "false"}}},
+            {"metadata": {"annotations": {"sidecar.istio.io/interceptionMode": "NONE"}}},
+            {"metadata": {"annotations": {"traffic.sidecar.istio.io/includeOutboundIPRanges": "10.1.0.0/16"}}},
+            {"metadata": {"annotations": {"istio.io/rev": "canary"}}},
+            {"metadata": {"labels": {"istio.io/rev": "canary"}}},
+            {"metadata": {"annotations": {"proxy.istio.io/config": "interceptionMode: NONE"}}},
+            {"metadata": {"annotations": {"sidecar.istio.io/proxyImage": busybox}}},
+            {"spec": {"securityContext": {"runAsUser": PROXY_UID}}},
+            {"spec": {"securityContext": {"runAsGroup": PROXY_UID}}},
+            {"spec": {"containers": [{"name": "app", "image": busybox, "securityContext": {"runAsUser": PROXY_UID}}]}},
+            {"spec": {"initContainers": [{"name": "istio-init", "image": busybox}]}},
         ] + [{"metadata": {"annotations": {a: "10.0.0.0/8"}}} for a in SIDECAR_BYPASS_ANNOTATIONS]
 
     def outside_escapes(self, tenants: Sequence[Tenant]) -> list[dict[str, Any]]:

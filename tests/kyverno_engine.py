@@ -136,8 +136,9 @@ def _condition(c: dict, obj: dict, namespace: str, operation: str) -> bool:
     keys = key if isinstance(key, list) else [key]
     values = value if isinstance(value, list) else [value]
     operators = {
-        "Equals": lambda: key == value,
-        "NotEquals": lambda: key != value,
+        # A string value is a wildcard pattern (Kyverno pkg/engine/variables/operator/equal.go).
+        "Equals": lambda: _in(key, [value]) if isinstance(value, str) else key == value,
+        "NotEquals": lambda: not _in(key, [value]) if isinstance(value, str) else key != value,
         "AnyIn": lambda: any(_in(k, values) for k in keys),
         "AllIn": lambda: all(_in(k, values) for k in keys),
         "AnyNotIn": lambda: any(not _in(k, values) for k in keys),

@@ -10,6 +10,9 @@ import pytest
 
 from patterns import istio, offline
 from patterns.settings import ConfigError
+from istio_injection import injected
+from kyverno_engine import api_server_pod, review
+from patterns.guardrails import cluster_policies
 from schemas import crd_errors, helm_values_validator
 
 
@@ -480,3 +483,123 @@ def test_tenants_may_share_a_host_on_other_ports_with_another_protocol():
     routes = [r for t in settings.tenants for r in istio.tenant_routes(settings, t)]
     [upstream] = istio.gateway_upstreams(routes)
     assert upstream.ports == ((443, "TLS"), (5432, "TCP"))
+
+
+# --- the sidecar guard, on pods as the injector leaves them -------------------------
+
+
+def _tenant_pod(**changes) -> dict:
+    """A tenant's pod as its Deployment asks for it (before any webhook)."""
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "payments-api-7d4b9", "labels": {"app": "payments-api"}, "annotations": {}},
+           "spec": {"serviceAccountName": "egress-client",
+                    "containers": [{"name": "api", "image": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/api:1.4",
+                                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001}}]}}
+    for part, values in changes.items():
+        for key, value in values.items():
+            target = pod["metadata"] if part in ("labels", "annotations") else pod["spec"]
+            if part in ("labels", "annotations"):
+                target[part][key] = value
+            else:
+                target[key] = value
+    return pod
+
+
+def _review(graph, pod: dict, *, native: bool, policies=None):
+    policies = cluster_policies(graph.plan) if policies is None else policies
+    return review(policies, api_server_pod(injected(pod, native_sidecar=native)), "payments")
+
+
+NATIVE = pytest.mark.parametrize("native", [True, False], ids=["native-sidecar", "sidecar-container"])
+
+
+@NATIVE
+def test_a_pod_as_the_injector_leaves_it_is_admitted(graph, native):
+    pod = injected(_tenant_pod(), native_sidecar=native)
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["sidecar.istio.io/interceptionMode"] == "REDIRECT"
+    assert annotations["traffic.sidecar.istio.io/includeOutboundIPRanges"] == "*"
+    assert annotations["istio.io/rev"] == "default"
+    proxy = next(c for c in pod["spec"]["initContainers" if native else "containers"] if c["name"] == "istio-proxy")
+    assert proxy["image"] == "docker.io/istio/proxyv2:1.30.3"
+    assert proxy["securityContext"]["runAsUser"] == proxy["securityContext"]["runAsGroup"] == 1337
+    result = _review(graph, _tenant_pod(), native=native)
+    assert result.admitted, result.refusals
+    # Pinned in istiod's values, so the injected image is the one the guard expects.
+    values = _releases(graph)["istiod"].inputs["values"]
+    assert (values["global"]["hub"], values["global"]["tag"]) == ("docker.io/istio", "1.30.3")
+
+
+def _own_proxy(**fields) -> dict:
+    return {"containers": [_tenant_pod()["spec"]["containers"][0], {"name": "istio-proxy", **fields}]}
+
+
+BUSYBOX = "public.ecr.aws/docker/library/busybox:1.36"
+# (what the tenant adds to its pod, the rule that refuses the injected result)
+BYPASSES = {
+    "no capture": ({"annotations": {"sidecar.istio.io/interceptionMode": "NONE"}}, "no-sidecar-bypass"),
+    "TPROXY capture": ({"annotations": {"sidecar.istio.io/interceptionMode": "TPROXY"}}, "no-sidecar-bypass"),
+    "capture of some ranges": ({"annotations": {"traffic.sidecar.istio.io/includeOutboundIPRanges": "10.1.0.0/16"}},
+                               "no-sidecar-bypass"),
+    "on-prem excluded": ({"annotations": {"traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.100.0.0/14"}},
+                         "no-sidecar-bypass"),
+    "port excluded": ({"annotations": {"traffic.sidecar.istio.io/excludeOutboundPorts": "1521"}}, "no-sidecar-bypass"),
+    "interface excluded": ({"annotations": {"traffic.sidecar.istio.io/excludeInterfaces": "eth0"}},
+                           "no-sidecar-bypass"),
+    "proxy config without capture": ({"annotations": {"proxy.istio.io/config": "interceptionMode: NONE"}},
+                                     "no-sidecar-bypass"),
+    "another revision": ({"labels": {"istio.io/rev": "canary"}}, "no-sidecar-bypass"),
+    "another proxy image": ({"annotations": {"sidecar.istio.io/proxyImage": BUSYBOX}}, "no-sidecar-bypass"),
+    "pod as the proxy's user": ({"spec": {"securityContext": {"runAsUser": 1337}}}, "no-proxy-identity"),
+    "pod in the proxy's group": ({"spec": {"securityContext": {"runAsGroup": 1337}}}, "no-proxy-identity"),
+    "app as the proxy's user": ({"spec": {"containers": [{"name": "api", "image": BUSYBOX,
+                                                          "securityContext": {"runAsUser": 1337}}]}},
+                                "no-proxy-identity"),
+    "init container as the proxy's user": ({"spec": {"initContainers": [
+        {"name": "setup", "image": BUSYBOX, "securityContext": {"runAsUser": 1337}}]}}, "no-proxy-identity"),
+    "an istio-init of its own (istio-cni skips the pod)": (
+        {"spec": {"initContainers": [{"name": "istio-init", "image": BUSYBOX}]}}, "no-proxy-identity"),
+    "own proxy image": ({"spec": _own_proxy(image=BUSYBOX)}, "no-proxy-identity"),
+    "own proxy command": ({"spec": _own_proxy(command=["sh", "-c", "nc 10.100.10.20 443"])}, "no-proxy-identity"),
+    "proxy UID of the app (istio-cni lets it through)": (
+        {"spec": _own_proxy(securityContext={"runAsUser": 10001, "runAsGroup": 10001})}, "no-proxy-identity"),
+    "proxy disabled (istio-cni skips the pod)": (
+        {"spec": _own_proxy(env=[{"name": "DISABLE_ENVOY", "value": "true"}])}, "no-proxy-identity"),
+    "proxy as a router (istio-cni skips the pod)": ({"spec": _own_proxy(args=["proxy", "router"])},
+                                                    "no-proxy-identity"),
+}
+
+
+@NATIVE
+@pytest.mark.parametrize("bypass", BYPASSES)
+def test_each_way_around_the_sidecar_is_refused_on_the_injected_pod(graph, native, bypass):
+    changes, rule = BYPASSES[bypass]
+    result = _review(graph, _tenant_pod(**changes), native=native)
+    refused = result.refused_by()
+    assert f"{istio.SIDECAR_POLICY}/{rule}" in refused, result.refusals
+    assert {r.split("/")[0] for r in refused} == {istio.SIDECAR_POLICY}
+    # The sidecar policy is what stops it.
+    others = [p for p in cluster_policies(graph.plan) if p["metadata"]["name"] != istio.SIDECAR_POLICY]
+    assert _review(graph, _tenant_pod(**changes), native=native, policies=others).admitted
+
+
+def test_kyverno_compares_strings_as_wildcards_so_star_is_checked_in_jmespath():
+    narrowed = {"metadata": {"annotations": {"traffic.sidecar.istio.io/includeOutboundIPRanges": "10.1.0.0/16"}}}
+    naive = {"key": "{{ request.object.metadata.annotations.\"traffic.sidecar.istio.io/includeOutboundIPRanges\" }}",
+             "operator": "NotEquals", "value": "*"}
+    policy = {"metadata": {"name": "p"}, "spec": {"rules": [{
+        "name": "r", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+        "validate": {"failureAction": "Enforce", "message": "m", "deny": {"conditions": {"any": [naive]}}}}]}}
+    pod = {"kind": "Pod", "metadata": {"name": "p", **narrowed["metadata"]}, "spec": {}}
+    assert review([policy], pod, "payments").admitted  # "*" matches any value: never refused
+    rule = next(r for r in istio.SidecarAdmission().policies([])[0]["spec"]["rules"] if r["name"] == "no-sidecar-bypass")
+    policy["spec"]["rules"][0]["validate"]["deny"] = rule["validate"]["deny"]
+    assert not review([policy], pod, "payments").admitted
+
+
+@NATIVE
+def test_a_proxy_resized_by_custom_injection_is_still_admitted(graph, native):
+    # https://istio.io/latest/docs/setup/additional-setup/sidecar-injection/#customizing-injection
+    pod = _tenant_pod(spec=_own_proxy(image="auto", resources={"requests": {"cpu": "500m", "memory": "256Mi"}}))
+    result = _review(graph, pod, native=native)
+    assert result.admitted, result.refusals
