@@ -171,6 +171,14 @@ def _tenant_fix(settings: Settings, roles: dict[str, int], tenant_range: ipaddre
     return f"{larger}, or a longer egress:tenantSubnetPrefix"
 
 
+def tenant_subnet_prefix(settings: Settings, tenant_range: ipaddress.IPv4Network) -> int:
+    """The stack file's tenantSubnetPrefix, else the default for the range the
+    tenant subnets are carved from (the VPC, or private-nat's tenantCidr)."""
+    if "tenant" in settings.explicit_subnet_prefixes:
+        return settings.tenant_subnet_prefix
+    return default_sizes(tenant_range.prefixlen).tenant
+
+
 def plan_addresses(
     settings: Settings, tenant_range: ipaddress.IPv4Network | None,
     tenant_range_key: str = f"{NAMESPACE}:vpcCidr",
@@ -195,7 +203,8 @@ def plan_addresses(
     tenants: dict[str, TenantAddresses] = {}
     if tenant_range is not None and settings.tenants and all(blocks.values()):
         tenant_cursor = cursor if tenant_range == vpc else _Cursor(tenant_range)
-        block_prefix = _block_prefix(settings.tenant_subnet_prefix)
+        tenant_prefix = tenant_subnet_prefix(settings, tenant_range)
+        block_prefix = _block_prefix(tenant_prefix)
         first = tenant_cursor.block(block_prefix)
         first_start = int(first.network_address) if first else None
         size = 2 ** (32 - block_prefix)
@@ -208,14 +217,14 @@ def plan_addresses(
                         f"{NAMESPACE}:tenants[{position}]",
                         f"tenant {tenant.name!r} (slot {slot}) does not fit: {tenant_range} "
                         f"({tenant_range_key}) holds {room} tenant slot(s) of {MAX_AZS} x "
-                        f"/{settings.tenant_subnet_prefix}; "
+                        f"/{tenant_prefix}; "
                         + _tenant_fix(settings, roles, tenant_range, tenant_range_key),
                     )
                 )
                 continue
             block = ipaddress.IPv4Network((first_start + slot * size, block_prefix))
             tenants[tenant.name] = TenantAddresses(
-                tenant.name, slot, _zonal(block, settings.tenant_subnet_prefix, azs)
+                tenant.name, slot, _zonal(block, tenant_prefix, azs)
             )
     if problems:
         raise AddressPlanError(problems)

@@ -113,3 +113,12 @@ def test_readme_minimum_vpc_table_is_what_the_plan_accepts():
         assert problems(too_many), prefix
     smallest = re.search(r"smallest VPC that works with the default sizes is a /(\d\d)", README)
     assert smallest and problems(config_with(vpcCidr=f"10.20.0.0/{int(smallest[1]) + 1}"))
+
+
+def test_in_a_mixed_stack_each_tenant_range_sizes_its_own_subnets():
+    config = stack_config("mixed")
+    config["egress:vpcCidr"] = "10.50.0.0/22"
+    p = plan(config)
+    sizes = {name: {s.cidr.prefixlen for s in t.subnets} for name, t in p.addresses.tenants.items()}
+    assert sizes["payments"] == {27}  # subnet-cidr: carved from the /22 VPC
+    assert sizes["reporting"] == {23}  # private-nat: carved from the /16 tenantCidr

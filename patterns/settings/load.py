@@ -111,12 +111,11 @@ def _unknown_namespace_fix(namespace: str, key: str) -> str:
 
 
 def _derived_prefixes(fields: Partial) -> dict[str, int]:
-    """Subnet prefixes the stack file leaves unset, from the range each is carved
-    from: the VPC's, and for tenant subnets under private-nat its tenant range."""
+    """Subnet prefixes the stack file leaves unset, from the VPC's size. Tenant
+    subnets carved from another range (private-nat's tenantCidr) are sized from
+    that range's instead, by the address plan."""
     vpc = default_sizes(fields.vpc_cidr.prefixlen)
-    tenant_range = fields.private_nat.tenant_cidr if fields.pattern == "private-nat" else fields.vpc_cidr
-    derived = {"clusterSubnetPrefix": vpc.cluster, "egressSubnetPrefix": vpc.egress,
-               "tenantSubnetPrefix": default_sizes(tenant_range.prefixlen).tenant}
+    derived = {"clusterSubnetPrefix": vpc.cluster, "egressSubnetPrefix": vpc.egress, "tenantSubnetPrefix": vpc.tenant}
     return {key: value for key, value in derived.items() if fields[to_snake(key)] is None}
 
 
