@@ -245,16 +245,21 @@ def _mix_problems(settings: Settings, patterns: Mapping[str, PatternSpec]) -> li
     using = {name: [t.name for t in settings.tenants if name in settings.paths_of(t)] for name in cilium}
     for name, tenants in using.items():
         others = [t.name for t in settings.tenants if any(p != name for p in settings.paths_of(t))]
-        if (tenants or settings.pattern == name) and others:
-            mixed = [(i, t) for i, t in enumerate(settings.tenants) if t.name in others]
-            index, first = mixed[0]
-            problems.append(Problem(
-                f"{NAMESPACE}:tenants[{index}].{'pattern' if first.pattern else 'nextPattern' if first.next_pattern else 'previousPattern'}",
-                f"{name} replaces the cluster's pod network (the VPC CNI) for every pod, so it cannot run beside "
-                f"other patterns: tenants {', '.join(tenants) or '(all, by egress:pattern)'} use {name}, tenants "
-                f"{', '.join(others)} another pattern. A stack is all-{name} or {name}-free: give these tenants "
-                f"one side, or move {name} tenants through a second stack",
-            ))
+        if not (tenants or settings.pattern == name) or not others:
+            continue
+        # The key of the first tenant that set the mix up: one naming another
+        # pattern in a cilium stack, else one naming cilium.
+        keys = ("pattern", "next_pattern", "previous_pattern")
+        wrong = (lambda value: value and value != name) if settings.pattern == name else (lambda value: value == name)
+        index, field_ = next((i, k) for i, t in enumerate(settings.tenants) for k in keys if wrong(getattr(t, k)))
+        other = sorted({p for t in settings.tenants for p in settings.paths_of(t)} - {name})
+        problems.append(Problem(
+            f"{NAMESPACE}:tenants[{index}].{Tenant.model_fields[field_].alias}",
+            f"{name} replaces the cluster's pod network (the VPC CNI) for every pod, so it cannot run beside "
+            f"{' or '.join(other)}: tenants {', '.join(tenants) or '(all, by egress:pattern)'} would use {name}, "
+            f"tenants {', '.join(others)} {' or '.join(other)}. A stack is all-{name} or {name}-free: keep these "
+            f"tenants on one side (no tenant moves to or from {name} within a stack; move it through another stack)",
+        ))
     return problems
 
 

@@ -150,8 +150,9 @@ def _tenants(stack: str, **per_tenant) -> list[dict]:
 def test_cilium_beside_another_pattern_is_refused_naming_the_tenants():
     config = config_with("subnet-cidr", tenants=_tenants("subnet-cidr", reporting={"pattern": "cilium"}))
     (found,) = [p for p in problems(config) if "cilium" in p]
-    assert found.startswith("egress:tenants[0].")
-    assert "replaces the cluster's pod network" in found and "reporting use cilium" in found and "payments" in found
+    assert found.startswith("egress:tenants[1].pattern:")  # the tenant that named cilium
+    assert "replaces the cluster's pod network" in found and "reporting would use cilium" in found
+    assert "tenants payments subnet-cidr" in found
     config = config_with("cilium", tenants=_tenants("cilium", payments={"pattern": "istio"}))
     assert_problem(config, "egress:tenants[0].pattern", "all-cilium or cilium-free", "payments")
 
