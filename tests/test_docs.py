@@ -79,9 +79,10 @@ def test_every_shipped_stack_names_its_own_pattern():
         assert len(config["egress:availabilityZones"]) >= 2
 
 
-def test_readme_names_the_supported_kubernetes_window():
-    from patterns.versions import SUPPORTED_MINORS
+def test_readme_names_the_supported_kubernetes_window_and_the_autoscaler_chart():
+    from patterns.versions import CLUSTER_AUTOSCALER_CHART, SUPPORTED_MINORS
 
     assert f"`{SUPPORTED_MINORS[0]}`-`{SUPPORTED_MINORS[-1]}`" in README
+    assert f"Autoscaler (chart {CLUSTER_AUTOSCALER_CHART}," in README
     default = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]["kubernetesVersion"]["default"]
     assert default in SUPPORTED_MINORS
