@@ -57,6 +57,12 @@ def eni_limits(instance_type: str) -> tuple[int, int] | None:
     return None
 
 
+def ipv4_per_eni(instance_type: str) -> int | None:
+    """IPv4 addresses one ENI of a known type holds, None for others."""
+    limits = eni_limits(instance_type)
+    return limits[1] if limits else None
+
+
 def node_ip_warnings(settings: Settings, addresses: AddressPlan) -> list[str]:
     """Node groups whose subnets may run out of addresses at `max` nodes: each
     tenant's in its own subnets, and the system group in the cluster subnets.

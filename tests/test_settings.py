@@ -289,6 +289,10 @@ def test_pulumi_entry_point_reports_a_run_error_without_traceback(monkeypatch):
     """`pulumi up` shows a RunError as its message only."""
     config = offline.engine_config(config_with(vpcCidr="8.8.0.0/16"))
     monkeypatch.setenv("PULUMI_CONFIG", json.dumps(config))
+    # A fresh engine of its own (the entry point reads the stack's outputs
+    # first), so the test does not lean on one an earlier test left behind.
+    monitor = offline.RecordingMonitor("eu-west-1")
+    pulumi.runtime.set_mocks(monitor.mocks, project="egress", stack="test", preview=False, monitor=monitor)
     set_all_config({})  # as in a real run, the config comes from the engine's environment
     with pytest.raises(pulumi.RunError) as error:
         runpy.run_path(str(ROOT / "__main__.py"))

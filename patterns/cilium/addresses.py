@@ -7,16 +7,8 @@ from __future__ import annotations
 import ipaddress
 
 from ..addressing import AWS_RESERVED_HEAD, AddressPlan, Subnet, pinned_block, usable_host
+from ..instance_types import ipv4_per_eni
 from ..settings import NAMESPACE, Problem, Settings, Tenant
-
-# IPv4 addresses per ENI (EC2 user guide, "IP addresses per network interface
-# per instance type"); the egress ENI holds its own primary IP plus one per tenant.
-IPV4_PER_ENI = {
-    "c6in.large": 10, "c6in.xlarge": 15, "c6in.2xlarge": 15, "c6in.4xlarge": 30, "c6in.8xlarge": 30,
-    "c7i.large": 10, "c7i.xlarge": 15, "c7i.2xlarge": 15, "c7i.4xlarge": 30,
-    "m7i.large": 10, "m7i.xlarge": 15, "m7i.2xlarge": 15, "m7i.4xlarge": 30,
-    "c5n.large": 10, "c5n.xlarge": 15, "c5n.2xlarge": 15, "c5n.4xlarge": 30,
-}
 
 
 def egress_ip_block(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
@@ -60,9 +52,9 @@ def eni_capacity(settings: Settings) -> int:
     would make the provider unassign every secondary IP and assign the list
     again (terraform-provider-aws, internal/service/ec2/vpc_network_interface.go,
     resourceNetworkInterfaceUpdate, "private_ip_list"): every tenant's egress
-    would drop. For an instance type not in IPV4_PER_ENI the ENI holds the
+    would drop. For an instance type of unknown limits (patterns/instance_types.py) the ENI holds the
     tenants' slots only."""
-    limit = IPV4_PER_ENI.get(settings.gateway_instance_type)
+    limit = ipv4_per_eni(settings.gateway_instance_type)
     if limit is None:
         return max(_held_slots(settings), default=-1) + 1
     return min(limit - 1, reserved_room(settings))
@@ -94,7 +86,7 @@ def checks(settings: Settings) -> list[Problem]:
                     "egress:egressSubnetPrefix or a lower slot",
                 )
             )
-    limit = IPV4_PER_ENI.get(settings.gateway_instance_type)
+    limit = ipv4_per_eni(settings.gateway_instance_type)
     needed = 2 + max((settings.slots[t.name] for t in settings.tenants), default=-1)
     if limit is not None and needed > limit:
         problems.append(
@@ -123,7 +115,7 @@ def warnings(settings: Settings, addresses: AddressPlan) -> list[str]:
     ]
     capacity = eni_capacity(settings)
     taken = _held_slots(settings)
-    limit = IPV4_PER_ENI.get(settings.gateway_instance_type)
+    limit = ipv4_per_eni(settings.gateway_instance_type)
     if limit is None:
         found.append(
             f"egress:gatewayInstanceType {settings.gateway_instance_type} is not in the known list, so the "

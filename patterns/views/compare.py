@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..instance_types import ipv4_per_eni
 from ..offline import Graph, run
 from ..registry import PATTERNS
 from ..settings import NAMESPACE, ConfigError
@@ -181,9 +182,7 @@ def guidance(row: PatternRow) -> str:
         return (f"{seed} Here{volume} tenant subnets come from {settings.private_nat.tenant_cidr}, which needs no "
                 f"routable space and may overlap on-prem; {routable_ips(row.graph):,} routable IPs in all.")
     if row.pattern == "cilium":
-        from ..cilium import IPV4_PER_ENI
-
-        limit = IPV4_PER_ENI.get(settings.gateway_instance_type)
+        limit = ipv4_per_eni(settings.gateway_instance_type)
         room = f"up to {limit - 1} tenants per {settings.gateway_instance_type} egress ENI" if limit else \
             f"the ENI address limit of {settings.gateway_instance_type} is unknown here"
         return (f"{seed} Here a tenant adds one egress IP per AZ ({azs}) and no subnet or node group; the "

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ..instance_types import ipv4_per_eni
 from ..offline import Graph, RecordedResource
 
 DATA = Path(__file__).with_name("data")
@@ -214,7 +215,6 @@ def estimate(graph: Graph) -> Estimate:
 
 def capacity(graph: Graph, groups: list[NodeGroupSize], nats: dict[str, int]) -> dict[str, Any]:
     """The limits a pattern runs into, as the firewall and platform teams size them."""
-    from ..cilium import IPV4_PER_ENI  # the egress ENI's address limit, which the cilium checks enforce
     from ..private_nat import CONNECTIONS_PER_NAT_IP  # the limit behind the NAT capacity warning
 
     figures = price_data()["capacity"]
@@ -235,7 +235,7 @@ def capacity(graph: Graph, groups: list[NodeGroupSize], nats: dict[str, int]) ->
         result["gatewayNodes"] = {
             "instanceTypes": {
                 t: {"bandwidth": bandwidth["types"].get(t, f"unknown: {t} is not in the capacity data"),
-                    "ipv4PerEni": IPV4_PER_ENI.get(t)}
+                    "ipv4PerEni": ipv4_per_eni(t)}
                 for t in gateway_types
             },
             "source": bandwidth["source"],
