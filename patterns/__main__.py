@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     compare = commands.add_parser("compare", help="the stack's tenants planned under each of the four patterns")
     _stack_arguments(compare)
     compare.add_argument("--format", choices=("text", "json"), default="text")
+    compare.add_argument("--tenant", help="this tenant alone under each pattern, the others as they are")
     docs = commands.add_parser("docs", help="check (or --write) the docs' parts generated from the shipped stacks")
     docs.add_argument("--write", action="store_true", help="regenerate them after a reviewed change")
     bench = commands.add_parser("bench", help="time synthetic stacks of growing tenant counts")
@@ -90,6 +91,18 @@ def main(argv: list[str] | None = None) -> int:
         from .views import compare as views
 
         name, stack_config = stack_file(args.stack, args.config_file)
+        if args.tenant:
+            try:
+                tenant_rows = views.compare_tenant(name, stack_config, args.tenant)
+            except ValueError as error:
+                print(f"--tenant: {error}", file=sys.stderr)
+                return 2
+            if args.format == "json":
+                json.dump(views.tenant_to_json(args.tenant, tenant_rows), sys.stdout, indent=2)
+                print()
+            else:
+                print(views.tenant_to_text(name, args.tenant, tenant_rows))
+            return 0
         rows = views.compare(name, stack_config)
         if args.format == "json":
             json.dump(views.to_json(rows), sys.stdout, indent=2)

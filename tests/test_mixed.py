@@ -15,6 +15,7 @@ from patterns import offline
 from patterns.admission import TENANT_DEFAULTS, TENANT_ISOLATION
 from patterns.guardrails import GATEWAY_NODES, TENANT_NAMESPACES
 from patterns.istio import SIDECAR_POLICY
+from patterns.registry import PATTERNS
 from patterns.settings import PATTERN_NAMES
 
 STACK = "mixed"
@@ -172,3 +173,61 @@ def test_ignored_tenant_keys_are_said_per_tenant():
     assert "egress:tenants[0].egressProfile is read only by pattern private-nat; it is ignored under subnet-cidr" \
         in plan.warnings
     assert not [w for w in planned(STACK).plan.warnings if "ignored" in w]
+
+
+# --- compare: one tenant under each pattern ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def payments_compared():
+    from patterns.views import compare as views
+
+    return views.compare_tenant(STACK, stack_config(STACK), "payments")
+
+
+def test_compare_tenant_plans_the_tenant_alone_under_each_pattern(graph, payments_compared):
+    from patterns.views import compare as views
+    from patterns.views.cost import estimate
+
+    rows = {r["pattern"]: r for r in views.tenant_to_json("payments", payments_compared)["patterns"]}
+    assert list(rows) == list(PATTERNS)
+    current = rows["subnet-cidr"]
+    assert current["current"] and current["monthlyCostDeltaUsd"] == 0 and not current["created"]
+    assert current["sources"] == [graph.get(SUBNET, f"payments-{az}").inputs["cidrBlock"] for az in AZS]
+    istio = rows["istio"]
+    assert istio["sources"] == [graph.get(SUBNET, f"egress-gateway-{az}").inputs["cidrBlock"] for az in AZS]
+    assert istio["sharedWith"] == ["reporting", "portal"]
+    assert "payments" not in istio["nodeGroups"]
+    assert "egress:patterns:IstioTenant payments" in istio["created"]
+    assert "aws:eks/nodeGroup:NodeGroup payments" in istio["deleted"]
+    (row,) = [r for r in payments_compared if r.pattern == "istio"]
+    assert istio["monthlyCostDeltaUsd"] == round(estimate(row.graph).monthly_usd - estimate(graph).monthly_usd, 2)
+    # Nobody else moves: the other tenants' sources are the same.
+    others = {e.tenant: e.sources for e in row.graph.plan.allow_list if e.tenant != "payments"}
+    assert others == {e.tenant: e.sources for e in graph.plan.allow_list if e.tenant != "payments"}
+    cilium = rows["cilium"]
+    assert not cilium["ok"] and "all-cilium or cilium-free" in cilium["problems"][0]
+    text = views.tenant_to_text(STACK, "payments", payments_compared)
+    assert "subnet-cidr (current): $" in text and "cilium: does not plan" in text
+
+
+def test_compare_tenant_command(capsys, monkeypatch, payments_compared):
+    from patterns.__main__ import main
+    from patterns.views import compare as views
+
+    monkeypatch.setattr(views, "compare_tenant", lambda stack, config, tenant: payments_compared)
+    assert main(["compare", "--stack", STACK, "--tenant", "payments", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tenant"] == "payments"
+    monkeypatch.undo()
+    assert main(["compare", "--stack", STACK, "--tenant", "nobody"]) == 2
+    assert "no tenant 'nobody' in this stack; its tenants: payments, reporting, portal" in capsys.readouterr().err
+
+
+def test_whole_stack_compare_sets_the_tenants_own_patterns_aside(monkeypatch):
+    """compare plans the whole stack under each pattern: a mixed stack's
+    tenants follow egress:pattern there (else cilium would be refused)."""
+    from patterns.views import compare as views
+
+    monkeypatch.setattr(views, "PATTERNS", {"cilium": PATTERNS["cilium"]})
+    (row,) = views.compare(STACK, stack_config(STACK))
+    assert row.graph is not None and {t.pattern for t in row.graph.plan.settings.tenants} == {None}

@@ -197,10 +197,21 @@ def guidance(row: PatternRow) -> str:
 # --- running it ------------------------------------------------------------------
 
 
+_TENANT_PATTERN_KEYS = ("pattern", "nextPattern", "previousPattern")
+
+
+def _tenants_with(stack_config: Mapping[str, Any], change: Callable[[dict], dict]) -> dict[str, Any]:
+    tenants = [change(dict(t)) for t in stack_config.get(f"{NAMESPACE}:tenants") or []]
+    return {**stack_config, f"{NAMESPACE}:tenants": tenants}
+
+
 def compare(stack: str, stack_config: Mapping[str, Any]) -> list[PatternRow]:
+    """Every tenant under each pattern (a tenant's own `pattern`, or a move
+    under way, is set aside: each row is the whole stack under one pattern)."""
     rows = []
+    whole = _tenants_with(stack_config, lambda t: {k: v for k, v in t.items() if k not in _TENANT_PATTERN_KEYS})
     for pattern in PATTERNS:
-        config = {**stack_config, f"{NAMESPACE}:pattern": pattern}
+        config = {**whole, f"{NAMESPACE}:pattern": pattern}
         try:
             graph = run(stack, config)
         except ConfigError as error:
@@ -267,4 +278,102 @@ def to_text(stack: str, rows: list[PatternRow]) -> str:
     lines += ["", "when to consider each pattern:"]
     for row in rows:
         lines.append(f"  {row.pattern}: {guidance(row)}")
+    return "\n".join(lines)
+
+
+# --- one tenant under each pattern ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    """The stack with one tenant moved to `pattern` (the others as they are)."""
+
+    pattern: str
+    current: bool
+    graph: Graph | None
+    problems: tuple[str, ...]
+    estimate: Estimate | None = None
+    base: Estimate | None = None  # the stack as it is
+    created: tuple[str, ...] = ()  # resources the move creates ("type name")
+    deleted: tuple[str, ...] = ()
+
+    def to_json(self, tenant: str) -> dict[str, Any]:
+        if self.graph is None:
+            return {"pattern": self.pattern, "current": self.current, "ok": False, "problems": list(self.problems),
+                    "monthlyCostUsd": None, "monthlyCostDeltaUsd": None, "sources": [], "sharedWith": [],
+                    "nodeGroups": [], "created": [], "deleted": []}
+        (entry,) = [e for e in self.graph.plan.allow_list if e.tenant == tenant]
+        groups = [g.name for g in node_groups(self.graph) if g.role != "system"]
+        return {
+            "pattern": self.pattern,
+            "current": self.current,
+            "ok": True,
+            "problems": [],
+            "monthlyCostUsd": self.estimate.monthly_usd,
+            "monthlyCostDeltaUsd": round(self.estimate.monthly_usd - self.base.monthly_usd, 2),
+            "sources": list(entry.sources),
+            "sharedWith": list(entry.shared_with),
+            "nodeGroups": groups,
+            "created": list(self.created),
+            "deleted": list(self.deleted),
+        }
+
+
+def compare_tenant(stack: str, stack_config: Mapping[str, Any], tenant: str) -> list[TenantRow]:
+    """What the stack would cost and look like with `tenant` alone under each
+    pattern, the others unchanged: its sources (and with whom it would share
+    them), the stack's monthly estimate and its change, and the resources the
+    move would create and delete (the cluster-wide pieces it would newly need
+    among them). A pattern the stack cannot mix (cilium) says why."""
+    names = [t.get("name") for t in stack_config.get(f"{NAMESPACE}:tenants") or []]
+    if tenant not in names:
+        raise ValueError(f"no tenant {tenant!r} in this stack; its tenants: {', '.join(map(str, names)) or 'none'}")
+    base_graph = run(stack, stack_config)
+    base = estimate(base_graph)
+    current = base_graph.plan.settings.pattern_of(next(t for t in base_graph.plan.settings.tenants if t.name == tenant))
+    before = {r.urn: r for r in base_graph.resources}
+    rows = []
+    for pattern in PATTERNS:
+        def moved(t: dict) -> dict:
+            if t.get("name") != tenant:
+                return t
+            return {**{k: v for k, v in t.items() if k not in _TENANT_PATTERN_KEYS}, "pattern": pattern}
+
+        try:
+            graph = base_graph if pattern == current else run(stack, _tenants_with(stack_config, moved))
+        except ConfigError as error:
+            rows.append(TenantRow(pattern, pattern == current, None, tuple(str(p) for p in error.problems)))
+            continue
+        after = {r.urn: r for r in graph.resources}
+        label = lambda r: f"{r.type} {r.name}"  # noqa: E731
+        rows.append(TenantRow(
+            pattern, pattern == current, graph, (), estimate(graph), base,
+            tuple(label(after[u]) for u in after if u not in before),
+            tuple(label(before[u]) for u in before if u not in after),
+        ))
+    return rows
+
+
+def tenant_to_json(tenant: str, rows: list[TenantRow]) -> dict[str, Any]:
+    return {"tenant": tenant, "patterns": [row.to_json(tenant) for row in rows]}
+
+
+def tenant_to_text(stack: str, tenant: str, rows: list[TenantRow]) -> str:
+    label = price_data()["label"]
+    lines = [f"stack {stack}: tenant {tenant} under each pattern, the other tenants as they are (cost is an "
+             f"{label} of the whole stack: on-demand list prices, node groups at their minimum)", ""]
+    for row in rows:
+        data = row.to_json(tenant)
+        head = f"{row.pattern}{' (current)' if row.current else ''}"
+        if not data["ok"]:
+            lines += [f"{head}: does not plan"] + [f"  - {p}" for p in data["problems"]]
+            continue
+        shared = f"shared with {', '.join(data['sharedWith'])}" if data["sharedWith"] else "own"
+        lines += [
+            f"{head}: ${data['monthlyCostUsd']:,.0f}/month ({data['monthlyCostDeltaUsd']:+,.0f})",
+            f"  sources ({shared}): {', '.join(data['sources'])}",
+            f"  resources: {len(data['created'])} created, {len(data['deleted'])} deleted by the move"
+            + (f"; node groups: {', '.join(data['nodeGroups'])}" if data["nodeGroups"] else ""),
+        ]
+    lines += ["", "the move itself: README, \"Moving one tenant (runbook)\" (nextPattern, then previousPattern)"]
     return "\n".join(lines)
