@@ -212,14 +212,18 @@ def _mentions(text: str, tokens: set[str]) -> bool:
 
 class Owner:
     """What belongs to the moving tenant: texts naming it (its name,
-    namespace, or names built from them), its upstream egress rules, its
-    istio gateway ports; and what names another tenant."""
+    namespace, hosts only it reaches, or names built from them), its upstream
+    egress rules, its istio gateway ports; and what names another tenant."""
 
     def __init__(self, graph: offline.Graph, tenant: str):
         settings = graph.plan.settings
         (self.tenant,) = [t for t in settings.tenants if t.name == tenant]
         self.tokens = {tenant, self.tenant.k8s_namespace}
         self.others = {n for t in settings.tenants if t.name != tenant for n in (t.name, t.k8s_namespace)}
+        # Its upstreams' hosts that no other tenant uses: the gateway's entry per host is its own.
+        others = [t for t in settings.tenants if t.name != tenant]
+        self.tokens |= ({r.host for r in tenant_routes(settings, self.tenant)}
+                        - {r.host for t in others for r in tenant_routes(settings, t)})
         self.rules = upstream_egress_rules(self.tenant)
         self.ports = {p for route in tenant_routes(settings, self.tenant) for p in route.gateway_ports}
 
