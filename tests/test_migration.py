@@ -325,3 +325,11 @@ def test_no_move_to_or_from_cilium():
     tenants = stack_config("cilium")["egress:tenants"]
     tenants[0] = {**tenants[0], "previousPattern": "istio"}
     assert_problem(config_with("cilium", tenants=tenants), "egress:tenants[0].previousPattern", "all-cilium or cilium-free")
+
+
+def test_unknown_patterns_are_named_per_key_all_at_once():
+    tenants = stack_config(STACK)["egress:tenants"]
+    tenants[0]["pattern"], tenants[1]["nextPattern"], tenants[2]["previousPattern"] = "istoi", "cillium", 3
+    config = config_with(STACK, tenants=tenants)
+    for key in ("tenants[0].pattern", "tenants[1].nextPattern", "tenants[2].previousPattern"):
+        assert_problem(config, f"egress:{key}", "is not allowed; use one of 'subnet-cidr', 'private-nat'")
