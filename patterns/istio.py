@@ -914,11 +914,13 @@ class SidecarAdmission:
             {"metadata": {"labels": {"istio.io/rev": "canary"}}},
             {"metadata": {"annotations": {"proxy.istio.io/config": "interceptionMode: NONE"}}},
             {"metadata": {"annotations": {"sidecar.istio.io/proxyImage": busybox}}},
+            {"metadata": {"annotations": {"sidecar.istio.io/bootstrapOverride": "my-envoy-bootstrap"}}},
             {"spec": {"securityContext": {"runAsUser": PROXY_UID}}},
             {"spec": {"securityContext": {"runAsGroup": PROXY_UID}}},
             {"spec": {"containers": [{"name": "app", "image": busybox, "securityContext": {"runAsUser": PROXY_UID}}]}},
             {"spec": {"initContainers": [{"name": "istio-init", "image": busybox}]}},
-        ] + [{"metadata": {"annotations": {a: "10.0.0.0/8"}}} for a in SIDECAR_BYPASS_ANNOTATIONS]
+        ] + [{"metadata": {"annotations": {a: "10.0.0.0/8"}}} for a in SIDECAR_BYPASS_ANNOTATIONS
+             if a.startswith("traffic.sidecar.istio.io/")]
 
     def outside_escapes(self, tenants: Sequence[Tenant]) -> list[dict[str, Any]]:
         # Outside the tenant namespaces no pod holds a tenant's principal, and
