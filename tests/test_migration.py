@@ -333,3 +333,31 @@ def test_unknown_patterns_are_named_per_key_all_at_once():
     config = config_with(STACK, tenants=tenants)
     for key in ("tenants[0].pattern", "tenants[1].nextPattern", "tenants[2].previousPattern"):
         assert_problem(config, f"egress:{key}", "is not allowed; use one of 'subnet-cidr', 'private-nat'")
+
+
+@pytest.mark.parametrize("old,new", [("subnet-cidr", "private-nat"), ("subnet-cidr", "istio")])
+def test_diff_of_each_step_is_the_firewall_change_and_replaces_nothing(old, new):
+    """`python -m patterns diff` between consecutive steps: publish adds the
+    new sources, cutover changes no source, retire removes the old ones; no
+    step replaces anything (a path's taint changes in place: taints are not
+    among NodeGroup's replace-on-change properties, patterns/data/replacements.yaml)."""
+    from patterns import diff
+
+    sources = {step: set(allow_list_of(graph_of(old, new, step), MOVING)) for step in STEPS}
+    expected = {
+        "publish": (sources["publish"] - sources["before"], set()),
+        "cutover": (set(), set()),
+        "retire": (set(), sources["cutover"] - sources["retire"]),
+    }
+    for first, second in itertools.pairwise(STEPS):
+        report = diff.compare(diff.side_from_graph(first, graph_of(old, new, first)),
+                              diff.side_from_graph(second, graph_of(old, new, second)), STACK)
+        assert not report.replaced, [c.resource.urn for c in report.replaced]
+        added, removed = expected[second]
+        changes = {c.tenant: c for c in report.allow_list}
+        assert set(changes) <= {MOVING}
+        found = changes.get(MOVING)
+        assert (set(found.sources_added), set(found.sources_removed)) == (added, removed) if found else not (added or removed)
+        if second == "cutover" and new == "private-nat":
+            groups = [c for c in report.updated if c.resource.type == NODE_GROUP]
+            assert groups and all(c.paths == ["taints"] or all(p.startswith("taints") for p in c.paths) for c in groups)
