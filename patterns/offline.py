@@ -15,6 +15,7 @@ import math
 import runpy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -210,11 +211,17 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     return dict(document["config"])
 
 
+@cache
+def project_file() -> dict[str, Any]:
+    """Pulumi.yaml, read once per process."""
+    return yaml.safe_load(PROJECT_FILE.read_text())
+
+
 def project_config() -> dict[str, Any]:
     """What Pulumi.yaml gives every stack, keyed as the CLI keys it: the
     project's own keys' defaults and other namespaces' values (such as
     pulumi:disable-default-providers). A stack file's own value wins."""
-    project = yaml.safe_load(PROJECT_FILE.read_text())
+    project = project_file()
     config = {}
     for key, spec in (project.get("config") or {}).items():
         if ":" in key and not key.startswith(f"{project['name']}:"):
@@ -468,7 +475,7 @@ def run(stack: str, stack_config: Mapping[str, Any], previous_outputs: Mapping[s
     config = engine_config(stack_config)
     previous_outputs = dict(previous_outputs or {})
     plan = plan_from_config(stack, config, previous_outputs)
-    project = yaml.safe_load(PROJECT_FILE.read_text())["name"]
+    project = project_file()["name"]
     reset_options(project=project, stack=stack)
     monitor = RecordingMonitor(plan.settings.region, disabled_default_providers(config), previous_outputs)
     graph = Graph(plan)
