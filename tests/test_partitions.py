@@ -1,5 +1,6 @@
-"""Every ARN the program builds carries the region's partition, so GovCloud and
-China stacks deploy; a role ARN of another partition is refused."""
+"""Every ARN the program builds carries the region's partition, so GovCloud
+stacks deploy; a role ARN of another partition is refused, and so are the
+partitions the program does not deploy to."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_regions_belong_to_their_partition(region, partition):
 
 @pytest.mark.parametrize(
     "stack, region, partition",
-    [("subnet-cidr", "us-gov-west-1", "aws-us-gov"), ("cilium", "cn-north-1", "aws-cn")],
+    [("subnet-cidr", "us-gov-west-1", "aws-us-gov"), ("cilium", "us-gov-east-1", "aws-us-gov")],
 )
 def test_every_arn_in_the_graph_is_of_the_regions_partition(stack, region, partition):
     graph = offline.run(stack, _in_region(stack, region, partition))
@@ -55,8 +56,7 @@ def test_every_arn_in_the_graph_is_of_the_regions_partition(stack, region, parti
     assert f"arn:{partition}:iam::aws:policy/AmazonEKSWorkerNodePolicy" in attachments
     assert f"arn:{partition}:iam::aws:policy/AmazonEKS_CNI_Policy" in attachments or stack == "cilium"
     node_role = graph.get("aws:iam/role:Role", "egress-node").inputs["assumeRolePolicy"]
-    principal = "ec2.amazonaws.com.cn" if partition == "aws-cn" else "ec2.amazonaws.com"
-    assert json.loads(node_role)["Statement"][0]["Principal"] == {"Service": principal}
+    assert json.loads(node_role)["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
 
 
 def test_a_role_of_another_partition_is_refused():
@@ -66,6 +66,16 @@ def test_a_role_of_another_partition_is_refused():
                    "use arn:aws-us-gov:iam::<account>:role/<name>")
     config["egress:tenants"][0]["iamRoleArn"] = "arn:aws-cn:iam::111122223333:role/payments"
     assert_problem(config, "egress:tenants[0].iamRoleArn", "partition 'aws-cn'")
+
+
+@pytest.mark.parametrize("region, partition", [("cn-north-1", "aws-cn"), ("us-isob-east-1", "aws-iso-b")])
+def test_partitions_the_program_does_not_deploy_to_are_refused(region, partition):
+    found = problems(_in_region("subnet-cidr", region, partition))
+    assert [p for p in found if p.startswith("aws:region:")] == [
+        f"aws:region: {region} is in partition {partition!r}, which this program does not deploy to (its interface "
+        "endpoint names and the public image registries the add-ons pull from differ there); use a region of the "
+        "commercial or GovCloud partition"
+    ]
 
 
 def test_govcloud_stack_with_its_own_arns_is_valid():

@@ -71,6 +71,14 @@ PARTITIONS = (
 )
 
 
+# Partitions this program deploys to. The others are refused before anything is
+# created: China names some interface endpoint services cn.com.amazonaws.<region>.*
+# and others com.amazonaws.<region>.*, with no published rule
+# (aws/aws-cdk#11140), and neither China nor the isolated partitions reach the
+# public registries that Kyverno, Cilium and Istio images come from.
+SUPPORTED_PARTITIONS = ("aws", "aws-us-gov")
+
+
 def partition_of(region: str) -> str | None:
     """The partition a region belongs to, None if the name fits none."""
     # The commercial pattern also matches us-gov-west-1, so the specific ones go first.

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic.alias_generators import to_snake
 
 from .errors import NAMESPACE, Problem
-from .aws_rules import partition_of
+from .aws_rules import SUPPORTED_PARTITIONS, partition_of
 from .models import MAX_AZS, PRIVATE_RANGES, Settings, Tenant, quantity_value
 
 _AZ_SUFFIX = re.compile(r"^[a-z]$")
@@ -39,6 +39,13 @@ def base_checks(s: Partial) -> list[Problem]:
             problems.append(Problem(key, f"{dup!r} is listed twice; list each AZ once"))
     if s.region is not None and partition_of(s.region) is None:
         problems.append(Problem("aws:region", f"{s.region!r} is not an AWS region name; use one such as eu-west-1"))
+    elif s.region is not None and partition_of(s.region) not in SUPPORTED_PARTITIONS:
+        problems.append(Problem(
+            "aws:region",
+            f"{s.region} is in partition {partition_of(s.region)!r}, which this program does not deploy to (its "
+            "interface endpoint names and the public image registries the add-ons pull from differ there); use a "
+            "region of the commercial or GovCloud partition",
+        ))
     elif s.region is not None and azs is not None:
         for az in azs:
             if not (az.startswith(s.region) and _AZ_SUFFIX.match(az[len(s.region):])):
