@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from patterns import offline
 from patterns.registry import PATTERNS
-from patterns.settings import PATTERN_NAMES, Settings, _field_adapter
+from patterns.settings import PATTERN_NAMES, Settings, Tenant, _field_adapter
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -50,6 +50,10 @@ def test_config_keys_are_declared_and_documented():
     comment = (ROOT / "Pulumi.yaml").read_text()
     for key in objects:
         assert f"egress:{key}" in comment
+    # Pulumi.yaml cannot declare a tenant's keys, so its comment lists them all.
+    tenants = comment[comment.index("egress:tenants"):comment.index("egress:systemNodes")]
+    for field in Tenant.model_fields.values():
+        assert re.search(rf"\b{field.alias}\b", tenants), field.alias
     for key in fields:
         assert f"`egress:{key}`" in README, key
     for key, spec in project["config"].items():
