@@ -90,3 +90,12 @@ def test_readme_names_the_supported_kubernetes_window_and_the_autoscaler_chart()
     assert f"Autoscaler (chart {CLUSTER_AUTOSCALER_CHART}," in README
     default = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]["kubernetesVersion"]["default"]
     assert default in SUPPORTED_MINORS
+
+
+def test_the_layout_names_every_module():
+    layout = README[README.index("## Layout"):]
+    layout = layout[:layout.index("```", layout.index("```") + 3)]
+    modules = [p for p in (ROOT / "patterns").iterdir()
+               if p.name != "__init__.py" and (p.suffix == ".py" or (p.is_dir() and p.name != "__pycache__"))]
+    for module in modules:
+        assert f"patterns/{module.name}" in layout, module.name
