@@ -81,6 +81,13 @@ def usable_hosts(subnet: ipaddress.IPv4Network) -> int:
     return subnet.num_addresses - AWS_RESERVED_HEAD - AWS_RESERVED_TAIL
 
 
+def pinned_room(prefix: int) -> int:
+    """Addresses AWS lets us assign in the pinned half of a /prefix gateway
+    subnet: the half starts with AWS's reserved head, while the broadcast
+    address lies in the other half."""
+    return pinned_block(ipaddress.IPv4Network(f"0.0.0.0/{prefix}")).num_addresses - AWS_RESERVED_HEAD
+
+
 class _Cursor:
     """Hands out aligned, consecutive blocks of a parent range."""
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from .addressing import AddressPlan, Subnet, pinned_block, usable_host, usable_hosts
+from .addressing import AddressPlan, Subnet, pinned_room, usable_host, usable_hosts
 from .cluster import Cluster, Cni, VpcCni
 from .network import Network
 from .plan import PatternSpec, Plan
@@ -236,14 +236,14 @@ def _warnings(settings: Settings, addresses: AddressPlan) -> list[str]:
                 f"({', '.join(t.name for t in profile.tenants)}): the firewall sees one source for all of "
                 "them, so only their namespaces' NetworkPolicies keep each to its own upstreams"
             )
-    pinned = usable_hosts(pinned_block(ipaddress.IPv4Network(f"0.0.0.0/{settings.egress_subnet_prefix}")))
+    pinned = pinned_room(settings.egress_subnet_prefix)
     for profile in used.values():
-        if profile.slot is not None and profile.slot * NAT_GATEWAY_MAX_IPS + profile.ips_per_nat > pinned + 1:
+        if profile.slot is not None and profile.slot * NAT_GATEWAY_MAX_IPS + profile.ips_per_nat > pinned:
             warnings.append(
                 f"profile {profile.name!r} (slot {profile.slot}): its NAT IPs lie beyond the reserved half of the "
                 f"/{settings.egress_subnet_prefix} gateway subnets, where another pattern's gateway nodes could take "
                 "them after a change of pattern; they stay where they are (the firewall trusts them), but new "
-                f"profiles fit the reserved half below slot {(pinned + 1) // NAT_GATEWAY_MAX_IPS}"
+                f"profiles fit the reserved half below slot {pinned // NAT_GATEWAY_MAX_IPS}"
             )
     for name in settings.private_nat.profiles:
         if name not in used:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from ..plan import PatternSpec
 from .admission import TenantLabelAdmission
 from .addresses import (
-    checks, egress_ip, egress_ip_block, egress_ips, eni_capacity, eni_ips, eni_primary_ip, sources,
+    checks, egress_ip, egress_ips, eni_capacity, eni_ips, eni_primary_ip, sources,
     warnings,
 )
 from .gateway import GATEWAY_TAINT, CiliumEgress, GatewaySize
@@ -53,7 +53,7 @@ __all__ = [
     "AGENT_NOT_READY", "CHART", "CHART_REPO", "CHART_VERSION", "GATEWAY_ENI_TAG", "GATEWAY_LABEL",
     "GATEWAY_TAINT", "NO_MANAGE_TAG", "POLICY_API_VERSION", "POLICY_KIND", "READY_LABEL",
     "SPEC", "ZONE_LABEL", "Cilium", "CiliumEgress", "GatewaySize", "checks", "cilium_cluster_name", "egress_ip",
-    "egress_ip_block", "egress_ips", "eni_capacity", "eni_ips", "eni_primary_ip", "gateway_node_policy",
+    "egress_ips", "eni_capacity", "eni_ips", "eni_primary_ip", "gateway_node_policy",
     "gateway_selector", "gateway_user_data", "helm_values", "operator_policy", "policy_name", "policy_spec",
     "sources", "warnings",
 ]

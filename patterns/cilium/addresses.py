@@ -6,15 +6,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..addressing import AWS_RESERVED_HEAD, AddressPlan, Subnet, pinned_block, usable_host
+from ..addressing import AddressPlan, Subnet, pinned_room, usable_host
 from ..instance_types import ipv4_per_eni
 from ..settings import NAMESPACE, Problem, Settings, Tenant
-
-
-def egress_ip_block(subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
-    """The first half of an egress subnet, reserved for pinned egress IPs (the
-    other half serves the gateway nodes' own addresses)."""
-    return pinned_block(subnet)
 
 
 def eni_primary_ip(subnet: Subnet) -> ipaddress.IPv4Address:
@@ -37,10 +31,9 @@ def sources(settings: Settings, addresses: AddressPlan, tenant: Tenant) -> list[
 
 
 def reserved_room(settings: Settings) -> int:
-    """Tenant IPs the reserved half of an egress subnet holds: it starts with
-    AWS's reserved addresses and its first usable address is the ENI's own."""
-    block = egress_ip_block(ipaddress.IPv4Network(f"0.0.0.0/{settings.egress_subnet_prefix}"))
-    return block.num_addresses - AWS_RESERVED_HEAD - 1
+    """Tenant IPs the reserved half of an egress subnet holds: its first
+    usable address is the ENI's own."""
+    return pinned_room(settings.egress_subnet_prefix) - 1
 
 
 def eni_capacity(settings: Settings) -> int:
