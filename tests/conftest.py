@@ -17,6 +17,10 @@ SUBNET = "aws:ec2/subnet:Subnet"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 ROUTE = "aws:ec2/route:Route"
 NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+NAT = "aws:ec2/natGateway:NatGateway"
+RTA = "aws:ec2/routeTableAssociation:RouteTableAssociation"
+ADDON = "aws:eks/addon:Addon"
+RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
 def stack_config(stack: str) -> dict:

@@ -9,13 +9,11 @@ import re
 
 import pytest
 
-from conftest import NODE_GROUP, config_with, planned
+from conftest import ADDON, NODE_GROUP, RELEASE, config_with, planned
 from patterns import offline
 from patterns.registry import PATTERNS
 from patterns.versions import CLUSTER_AUTOSCALER_CHART, KUBERNETES_MINORS, SUPPORTED_MINORS
 
-ADDON = "aws:eks/addon:Addon"
-RELEASE = "kubernetes:helm.sh/v3:Release"
 ROLE = "aws:iam/role:Role"
 CLUSTER_NAME = "egress-eksCluster"  # the mock's name of the EKS cluster
 OIDC = "oidc.eks.eu-west-1.amazonaws.com/id/EGRESS"

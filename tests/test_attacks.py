@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import pytest
 
-from conftest import assert_problem, planned, problems, stack_config
+from conftest import ADDON, NETPOL, assert_problem, planned, problems, stack_config
 from kyverno_engine import api_server_pod, review, without_rule
 from patterns import offline
 from patterns import program as program_module
@@ -357,8 +357,6 @@ def test_every_tenant_namespace_is_sized_by_its_quota(pattern):
 
 # --- NetworkPolicy from a pod's first packet (VPC CNI) -----------------------------------------
 
-ADDON = "aws:eks/addon:Addon"
-NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 VPC_CNI_PATTERNS = [p for p in PATTERN_NAMES if any(a.inputs["addonName"] == "vpc-cni" for a in planned(p).by_type(ADDON))]
 
 
@@ -366,7 +364,7 @@ def unselected_namespaces(graph: offline.Graph) -> set[str]:
     """Namespaces where a pod could run that no NetworkPolicy selects (under
     strict mode such a pod has no traffic at all)."""
     namespaces = {r.inputs["metadata"]["name"] for r in graph.by_type(NAMESPACE_TYPE)} | {"kube-system"}
-    selected = {r.inputs["metadata"]["namespace"] for r in graph.by_type(NETWORK_POLICY)
+    selected = {r.inputs["metadata"]["namespace"] for r in graph.by_type(NETPOL)
                 if r.inputs["spec"]["podSelector"] == {} and set(r.inputs["spec"]["policyTypes"]) == {"Ingress", "Egress"}}
     return namespaces - selected
 
@@ -383,12 +381,12 @@ def test_a_new_tenant_pod_gets_no_traffic_before_its_network_policies(pattern):
     # Strict mode denies a pod no policy selects: the add-ons' namespaces are opened explicitly.
     assert unselected_namespaces(graph) == set()
     without_platform_policies = replace(graph, resources=[
-        r for r in graph.resources if not (r.type == NETWORK_POLICY and r.inputs["metadata"]["name"] == PLATFORM_POLICY)
+        r for r in graph.resources if not (r.type == NETPOL and r.inputs["metadata"]["name"] == PLATFORM_POLICY)
     ])
     assert unselected_namespaces(without_platform_policies) >= {"kube-system", KYVERNO_NAMESPACE}
     # Kyverno starts only once its namespace is open (the API server must reach its webhooks).
     release = graph.get("kubernetes:helm.sh/v3:Release", "egress-kyverno")
-    opened = graph.get(NETWORK_POLICY, "egress-kyverno-platform-allow-all")
+    opened = graph.get(NETPOL, "egress-kyverno-platform-allow-all")
     assert opened.urn in release.dependencies
 
 

@@ -11,13 +11,13 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
+from conftest import NODE_GROUP
 from patterns import cilium, offline
 from patterns.program import plan_from_config
 from patterns.settings import ConfigError
 from schemas import crd_errors, helm_values_validator
 
 POLICY = "kubernetes:cilium.io/v2:CiliumEgressGatewayPolicy"
-NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 AGENT_NOT_READY = {"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NO_EXECUTE"}
 GATEWAY_TAINT = {"key": "egress/gateway", "value": "cilium", "effect": "NO_SCHEDULE"}
 

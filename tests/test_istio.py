@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from conftest import NETPOL, RELEASE
 from patterns import istio, offline
 from patterns.settings import ConfigError
 from istio_injection import injected
@@ -16,8 +17,6 @@ from patterns.guardrails import cluster_policies
 from schemas import crd_errors, helm_values_validator
 
 
-RELEASE = "kubernetes:helm.sh/v3:Release"
-NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 KINDS = ("ServiceEntry", "Gateway", "VirtualService", "DestinationRule", "AuthorizationPolicy")
 TYPES = {
     "ServiceEntry": "kubernetes:networking.istio.io/v1:ServiceEntry",

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import pytest
 
-from conftest import NODE_GROUP, ROUTE, SUBNET, assert_problem, config_with, stack_config
+from conftest import NAT, NODE_GROUP, ROUTE, RTA, SUBNET, assert_problem, config_with, stack_config
 from patterns import offline
 from patterns.istio import tenant_routes
 from patterns.plan import upstream_egress_rules
@@ -33,8 +33,6 @@ MOVING = "payments"  # first in the stack file; reporting (private-nat) and port
 MIXABLE = ("subnet-cidr", "private-nat", "istio")
 STEPS = ("before", "publish", "cutover", "retire")
 PAIRS = list(itertools.permutations(MIXABLE, 2))
-NAT = "aws:ec2/natGateway:NatGateway"
-RTA = "aws:ec2/routeTableAssociation:RouteTableAssociation"
 ON_PREM = ipaddress.ip_network("10.100.0.0/14")
 
 

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from conftest import NETPOL, NODE_GROUP, SUBNET, assert_problem, config_with, planned, problems, stack_config
+from conftest import NAT, NETPOL, NODE_GROUP, SUBNET, assert_problem, config_with, planned, problems, stack_config
 from patterns import offline
 from patterns.admission import TENANT_DEFAULTS, TENANT_ISOLATION
 from patterns.guardrails import GATEWAY_NODES, TENANT_NAMESPACES
@@ -19,7 +19,6 @@ from patterns.registry import PATTERNS
 from patterns.settings import PATTERN_NAMES
 
 STACK = "mixed"
-NAT = "aws:ec2/natGateway:NatGateway"
 POLICY = "kubernetes:kyverno.io/v1:ClusterPolicy"
 AZS = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from conftest import NAT, ROUTE, RTA, SUBNET
 from patterns import offline
 from patterns.addressing import usable_host
 from patterns.program import plan_from_config
@@ -17,10 +18,6 @@ STACK = "private-nat"
 AZS = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
 PROFILES = {"payments": 0, "warehouse": 8}  # slot: payments = its tenant's slot, warehouse pinned
 TENANT_PROFILE = {"payments": "payments", "reporting": "warehouse", "analytics": "warehouse"}
-NAT = "aws:ec2/natGateway:NatGateway"
-ROUTE = "aws:ec2/route:Route"
-SUBNET = "aws:ec2/subnet:Subnet"
-RTA = "aws:ec2/routeTableAssociation:RouteTableAssociation"
 RT = "aws:ec2/routeTable:RouteTable"
 
 
