@@ -15,6 +15,7 @@ import yaml
 
 from ..instance_types import ipv4_per_eni
 from ..offline import Graph, RecordedResource
+from ..tenancy import GATEWAY_KEY, TENANT_KEY
 
 DATA = Path(__file__).with_name("data")
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -111,7 +112,7 @@ def node_groups(graph: Graph) -> list[NodeGroupSize]:
     groups = []
     for r in graph.by_type(NODE_GROUP):
         labels = r.inputs.get("labels") or {}
-        role = "gateway" if "egress/gateway" in labels else "tenant" if "egress/tenant" in labels else "system"
+        role = "gateway" if GATEWAY_KEY in labels else "tenant" if TENANT_KEY in labels else "system"
         scaling = r.inputs["scalingConfig"]
         groups.append(NodeGroupSize(role, r.name, r.inputs["instanceTypes"][0], scaling["minSize"],
                                     scaling["maxSize"], _root_volume_gb(graph, r)))

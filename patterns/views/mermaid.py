@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from ..offline import Graph, RecordedResource
+from ..tenancy import GATEWAY_KEY, TENANT_KEY
 
 SUBNET = "aws:ec2/subnet:Subnet"
 NAT_GATEWAY = "aws:ec2/natGateway:NatGateway"
@@ -135,10 +136,10 @@ def render(graph: Graph) -> str:
 
 def _classify(r: RecordedResource) -> _Group:
     labels = r.inputs.get("labels") or {}
-    if "egress/gateway" in labels:
+    if GATEWAY_KEY in labels:
         return _Group(r, "gateway")
-    if "egress/tenant" in labels:
-        return _Group(r, f"tenant:{labels['egress/tenant']}")
+    if TENANT_KEY in labels:
+        return _Group(r, f"tenant:{labels[TENANT_KEY]}")
     return _Group(r, "system")
 
 
