@@ -345,6 +345,16 @@ class _Mocks(pulumi_mocks.Mocks):
         }
 
 
+def qualified_type(parent_urn: str, type_: str) -> str:
+    """The type part of a child's URN: the engine qualifies it by its parent's
+    whole type chain (a child of the stack keeps its own type)."""
+    if parent_urn:
+        chain = parent_urn.split("::")[2]
+        if chain != "pulumi:pulumi:Stack":
+            return f"{chain}${type_}"
+    return type_
+
+
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """The stock mock monitor, recording every registration with its parent,
     provider and dependencies (explicit, from Output inputs, and resource
@@ -361,14 +371,10 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return self._components[name]
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
-        """As the engine makes it: a child's type is qualified by its parent's
-        whole type chain (the stock mock keeps only the last link, which would
-        hide a URN change when a component moves under another parent)."""
-        if parent:
-            qualified = parent.split("::")[2]
-            if qualified != "pulumi:pulumi:Stack":
-                type_ = f"{qualified}${type_}"
-        return f"urn:pulumi:{get_stack()}::{get_project()}::{type_}::{name}"
+        """As the engine makes it (the stock mock keeps only the last link of
+        the parent's type chain, which would hide a URN change when a component
+        moves under another parent)."""
+        return f"urn:pulumi:{get_stack()}::{get_project()}::{qualified_type(parent, type_)}::{name}"
 
     def alias_urns(self, request) -> tuple[str, ...]:
         """The request's aliases as URNs, as the engine resolves alias specs."""

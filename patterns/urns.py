@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .offline import ROOT, Graph, RecordedResource
+from .offline import ROOT, Graph, RecordedResource, qualified_type
 
 SNAPSHOT_DIR = ROOT / "tests" / "urns"
 WRITE_COMMAND = "python -m patterns urns --write"
@@ -46,12 +46,9 @@ def write_snapshot(stack: str, graph: Graph) -> Path:
 
 
 def _child_urn(parent_urn: str, resource: RecordedResource) -> str:
-    """The URN `resource` would have under `parent_urn` (the engine's rule:
-    the type is qualified by the parent's type chain)."""
-    prefix, _, rest = parent_urn.partition("::")  # urn:pulumi:<stack>
-    project, qualified, _ = rest.split("::", 2)
-    type_ = resource.type if qualified == "pulumi:pulumi:Stack" else f"{qualified}${resource.type}"
-    return f"{prefix}::{project}::{type_}::{resource.name}"
+    """The URN `resource` would have under `parent_urn`."""
+    prefix, project = parent_urn.split("::")[:2]  # urn:pulumi:<stack>, <project>
+    return f"{prefix}::{project}::{qualified_type(parent_urn, resource.type)}::{resource.name}"
 
 
 def alias_urns(resources: Iterable[RecordedResource]) -> dict[str, set[str]]:
