@@ -6,6 +6,7 @@ as a file for the firewall team.
 delete between two stack files or saved plans, and the allow-list changes; exit 3 gates CI.
 `python -m patterns urns [--write]`: compare (or regenerate) the committed URN snapshots.
 `python -m patterns compare --stack NAME`: the stack's tenants under each pattern.
+`python -m patterns docs [--write]`: check (or regenerate) the docs' parts generated from the shipped stacks.
 `python -m patterns bench`: program evaluation cost per resource as tenants grow."""
 
 from __future__ import annotations

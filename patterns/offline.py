@@ -1,10 +1,10 @@
 """The offline engine: runs this Pulumi program in-process under mocks for one
 stack file and records the whole resource graph, with no AWS credentials and no
-Pulumi CLI. The tests and `python -m patterns plan` both use it.
+Pulumi CLI. The tests and the `python -m patterns` commands use it.
 
-Config is fed to the program the way the CLI does it (Pulumi.yaml defaults
-applied, every value a string, objects as JSON), so the program cannot tell
-the difference. Mocks are strict: an unknown provider call is an error.
+Config is fed to the program the way the CLI does it (Pulumi.yaml's defaults
+and other namespaces' values applied, every value a string, objects as JSON),
+so the program cannot tell the difference. Mocks are strict: an unknown provider call is an error.
 """
 
 from __future__ import annotations
