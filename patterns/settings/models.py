@@ -51,24 +51,15 @@ def _cidr(value: Any) -> ipaddress.IPv4Network:
     raise ValueError(f"{value!r} has host bits set; use {net}")
 
 
-def _private(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
-    if not any(net.subnet_of(r) for r in PRIVATE_RANGES):
-        raise ValueError(
-            f"{net} is not a private range; use a range inside 10.0.0.0/8, "
-            "172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10"
-        )
-    return net
+def _private_range(fix: str) -> AfterValidator:
+    """A range inside PRIVATE_RANGES; `fix` completes "<net> is not a private range; ..."."""
 
+    def check(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if not any(net.subnet_of(r) for r in PRIVATE_RANGES):
+            raise ValueError(f"{net} is not a private range; {fix}")
+        return net
 
-def _private_api_access(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
-    # The security group rule opens the private endpoint; public clients go
-    # through the public endpoint, whose own allow-list is another key.
-    if not any(net.subnet_of(r) for r in PRIVATE_RANGES):
-        raise ValueError(
-            f"{net} is not a private range; list the private ranges operators reach the private endpoint "
-            "from, and put public ranges in egress:endpointPublicAccessCidrs instead"
-        )
-    return net
+    return AfterValidator(check)
 
 
 def _kubernetes_minor(value: Any) -> str:
@@ -148,8 +139,17 @@ def _vpc_range_size(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
 
 
 Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr)]
-PrivateCidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr), AfterValidator(_private)]
-ApiAccessCidr = Annotated[ipaddress.IPv4Network, BeforeValidator(_cidr), AfterValidator(_private_api_access)]
+PrivateCidr = Annotated[
+    ipaddress.IPv4Network, BeforeValidator(_cidr),
+    _private_range("use a range inside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10"),
+]
+# The security group rule opens the private endpoint; public clients go
+# through the public endpoint, whose own allow-list is another key.
+ApiAccessCidr = Annotated[
+    ipaddress.IPv4Network, BeforeValidator(_cidr),
+    _private_range("list the private ranges operators reach the private endpoint from, "
+                   "and put public ranges in egress:endpointPublicAccessCidrs instead"),
+]
 VpcRange = Annotated[PrivateCidr, AfterValidator(_vpc_range_size)]
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 Port = Annotated[int, _between(1, 65535, "a TCP port")]
