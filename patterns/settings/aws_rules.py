@@ -8,13 +8,13 @@ import re
 from dataclasses import dataclass
 
 Net = ipaddress.IPv4Network
+RFC1918 = (Net("10.0.0.0/8"), Net("172.16.0.0/12"), Net("192.168.0.0/16"))  # private ranges, RFC 1918
 
 # --- secondary VPC ranges ---------------------------------------------------------
 # "IPv4 CIDR block association restrictions", Amazon VPC User Guide, VPC CIDR blocks
 # (https://docs.aws.amazon.com/vpc/latest/userguide/vpc-cidr-blocks.html#add-cidr-block-restrictions),
 # as published in April 2026: which secondary ranges a VPC accepts depends on where
 # its primary range lies.
-_RFC1918 = (Net("10.0.0.0/8"), Net("172.16.0.0/12"), Net("192.168.0.0/16"))
 _BENCHMARK = Net("198.19.0.0/16")
 
 
@@ -40,8 +40,8 @@ ASSOCIATION_RULES = (
     AssociationRule(Net("192.168.0.0/16"), "192.168.0.0/16",
                     (Net("10.0.0.0/8"), Net("172.16.0.0/12"), _BENCHMARK),
                     "192.168.0.0/16 or in 100.64.0.0/10"),
-    AssociationRule(_BENCHMARK, "198.19.0.0/16", _RFC1918, "100.64.0.0/10"),
-    AssociationRule(Net("0.0.0.0/0"), "100.64.0.0/10 or a public range", (*_RFC1918, _BENCHMARK),
+    AssociationRule(_BENCHMARK, "198.19.0.0/16", RFC1918, "100.64.0.0/10"),
+    AssociationRule(Net("0.0.0.0/0"), "100.64.0.0/10 or a public range", (*RFC1918, _BENCHMARK),
                     "100.64.0.0/10"),
 )
 

@@ -17,14 +17,13 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Pri
 from pydantic.alias_generators import to_camel
 
 from ..versions import SUPPORTED_MINORS
-from .aws_rules import partition_of
+from .aws_rules import RFC1918, partition_of
 from .sizing import default_sizes
 
 PatternName = Literal["subnet-cidr", "private-nat", "cilium", "istio"]
 PATTERN_NAMES = get_args(PatternName)
 MAX_AZS = 4  # the address plan reserves this many AZ slots per block
 
-RFC1918 = tuple(ipaddress.IPv4Network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 # RFC 1918 plus the RFC 6598 shared space that AWS accepts as VPC CIDRs.
 PRIVATE_RANGES = (*RFC1918, ipaddress.IPv4Network("100.64.0.0/10"))
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
