@@ -63,7 +63,7 @@ class AddressPlan:
 
 def usable_host(subnet: ipaddress.IPv4Network, index: int) -> ipaddress.IPv4Address:
     """The index-th address AWS lets us assign in a subnet (skips reserved ones)."""
-    usable = subnet.num_addresses - AWS_RESERVED_HEAD - AWS_RESERVED_TAIL
+    usable = usable_hosts(subnet)
     if not 0 <= index < usable:
         raise IndexError(f"{subnet} has {usable} assignable addresses; asked for #{index}")
     return subnet.network_address + AWS_RESERVED_HEAD + index
