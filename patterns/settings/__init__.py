@@ -6,7 +6,9 @@ each naming its config key and the fix, before any resource is registered.
 - models.py: the typed shape of every key, each field with its own messages;
 - errors.py: Problem, ConfigError, and pydantic's errors worded as Problems;
 - checks.py: checks that relate several values;
-- load.py: a Pulumi config map -> Settings, running the three in turn.
+- aws_rules.py: rules AWS enforces (secondary range associations, partitions), as data;
+- sizing.py: default subnet sizes, from the size of the range they are carved from;
+- load.py: a Pulumi config map -> Settings, running models, errors and checks in turn.
 
 Scalar defaults live in Pulumi.yaml (the CLI applies them; so does the offline
 engine); defaults of object-valued keys live in models.py.
