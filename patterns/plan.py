@@ -271,6 +271,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
         previous = previous_assignment(previous_outputs)
     except ValueError as error:
         raise ConfigError([Problem(f"{NAMESPACE}:{ASSIGNMENT_OUTPUT}", str(error))]) from None
+    deployed = patterns.get(previous.pattern) if previous and previous.pattern else None
 
     def assigned(settings: Settings) -> tuple[Settings, list[Problem]]:
         assignment, problems = assign(settings, previous)
@@ -282,7 +283,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
         if mix:
             return problems + mix
         used = _patterns_in_use(settings, patterns)
-        problems += _switch_problems(settings, [patterns[p] for p in used], previous, patterns)
+        problems += _switch_problems([patterns[p] for p in used], deployed, patterns)
         problems += _reserved_namespace_problems(settings, patterns)
         for name, tenants in used.items():
             spec, part = patterns[name], settings.restricted(tenants)
@@ -327,7 +328,7 @@ def make_plan(stack: str, config: Mapping[str, Any], patterns: Mapping[str, Patt
     ]
     specs = [part.spec for part in parts.values()]
     warnings = _reach_warnings(settings) + _dns_warnings(settings) + pattern_warnings + _ignored_keys(settings, specs, patterns)
-    warnings += _transit_gateway_warnings(settings, addresses) + _switch_warnings(settings, specs, previous, patterns)
+    warnings += _transit_gateway_warnings(settings, addresses) + _switch_warnings(specs, deployed)
     warnings += _day2_warnings(settings, parts, previous, bool(previous_outputs))
     warnings += node_ip_warnings(settings, addresses)
     return Plan(stack, settings, spec, addresses, allow_list, tuple(warnings), parts)
@@ -403,15 +404,15 @@ def _day2_warnings(settings: Settings, parts: Mapping[str, Plan], previous: Assi
     return warnings
 
 
-def _switch_problems(settings: Settings, specs: list[PatternSpec], previous: Assignment | None,
+def _switch_problems(specs: list[PatternSpec], old: PatternSpec | None,
                      patterns: Mapping[str, PatternSpec]) -> list[Problem]:
     """Pulumi deletes what a program no longer declares only after creating what
     it newly declares, so in one update the new pattern's pinned addresses (NAT
     gateways, egress ENIs) are created while the old pattern's still hold theirs.
     Both patterns pin from the start of the same reserved block, and their
     addresses must never move (the firewall trusts them): such a switch takes two
-    updates, through a pattern that pins nothing there."""
-    old = patterns.get(previous.pattern) if previous and previous.pattern else None
+    updates, through a pattern that pins nothing there. `old`: the pattern the
+    previous deploy ran, if it recorded one."""
     spec = next((s for s in specs if old is not None and s is not old and s.pins_gateway_addresses
                  and old.pins_gateway_addresses and old not in specs), None)
     if old is None or spec is None:
@@ -427,9 +428,7 @@ def _switch_problems(settings: Settings, specs: list[PatternSpec], previous: Ass
     ]
 
 
-def _switch_warnings(settings: Settings, specs: list[PatternSpec], previous: Assignment | None,
-                     patterns: Mapping[str, PatternSpec]) -> list[str]:
-    old = patterns.get(previous.pattern) if previous and previous.pattern else None
+def _switch_warnings(specs: list[PatternSpec], old: PatternSpec | None) -> list[str]:
     spec = next((s for s in specs if old is not None and s is not old and old.gateway_nodes
                  and s.pins_gateway_addresses and old not in specs), None)
     if old is None or spec is None:
