@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from .settings import MAX_AZS, NAMESPACE, Problem, Settings
 from .settings.sizing import default_sizes
 
+# AWS keeps the first four and the last address of every subnet
+# (https://docs.aws.amazon.com/vpc/latest/userguide/subnet-sizing.html).
 AWS_RESERVED_HEAD = 4  # network, VPC router, DNS, future use
 AWS_RESERVED_TAIL = 1  # broadcast
 

@@ -15,7 +15,8 @@ from .instance_types import node_ip_warnings
 from .assignment import OUTPUT as ASSIGNMENT_OUTPUT, Assignment, assign, previous_assignment
 from .settings import NAMESPACE, ConfigError, Problem, Settings, Tenant, load_settings
 
-# The default EKS quota of managed node groups per cluster (adjustable).
+# The default EKS quota of managed node groups per cluster, adjustable
+# (https://docs.aws.amazon.com/eks/latest/userguide/service-quotas.html).
 MANAGED_NODE_GROUP_QUOTA = 30
 
 
