@@ -290,14 +290,21 @@ def test_the_program_reads_its_own_stacks_outputs_before_planning():
     assert graph.outputs["assignment"] == outputs(graph.plan)["assignment"]
 
 
-def test_plan_previous_feeds_a_saved_plan_back(tmp_path, capsys):
+def _saved_plan_and_edited_stack(tmp_path, capsys, saved_name: str):
+    """The subnet-cidr plan saved as JSON, and a stack file that inserts tenant
+    newcomer at the top and reverses the others."""
     assert main(["plan", "--stack", "subnet-cidr", "--format", "json"]) == 0
-    saved = tmp_path / "previous.json"
+    saved = tmp_path / saved_name
     saved.write_text(capsys.readouterr().out)
     config = stack_config("subnet-cidr")
     config["egress:tenants"] = [tenant("newcomer"), *reversed(config["egress:tenants"])]
     stack_file = tmp_path / "Pulumi.subnet-cidr.yaml"
     stack_file.write_text(yaml.safe_dump({"config": config}))
+    return saved, stack_file
+
+
+def test_plan_previous_feeds_a_saved_plan_back(tmp_path, capsys):
+    saved, stack_file = _saved_plan_and_edited_stack(tmp_path, capsys, "previous.json")
     assert main(["plan", "--config-file", str(stack_file), "--previous", str(saved), "--format", "json"]) == 0
     after = {e["tenant"]: e["sources"] for e in json.loads(capsys.readouterr().out)["allowList"]}
     before = {e["tenant"]: e["sources"] for e in json.loads(saved.read_text())["allowList"]}
@@ -310,13 +317,7 @@ def test_plan_previous_feeds_a_saved_plan_back(tmp_path, capsys):
 def test_diff_plans_the_new_stack_file_after_the_saved_deploy(tmp_path, capsys):
     from patterns.diff import diff_files
 
-    assert main(["plan", "--stack", "subnet-cidr", "--format", "json"]) == 0
-    saved = tmp_path / "deployed.json"
-    saved.write_text(capsys.readouterr().out)
-    config = stack_config("subnet-cidr")
-    config["egress:tenants"] = [tenant("newcomer"), *reversed(config["egress:tenants"])]
-    stack_file = tmp_path / "Pulumi.subnet-cidr.yaml"
-    stack_file.write_text(yaml.safe_dump({"config": config}))
+    saved, stack_file = _saved_plan_and_edited_stack(tmp_path, capsys, "deployed.json")
     diff = diff_files(saved, stack_file)
     # Inserting a tenant at the top and reordering the rest moves nobody.
     assert [(t.tenant, t.status) for t in diff.allow_list] == [("newcomer", "added")]
