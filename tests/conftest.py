@@ -39,10 +39,11 @@ def config_with(stack: str = "subnet-cidr", **overrides) -> dict:
     return config
 
 
-def problems(config: dict) -> list[str]:
-    """Every problem the program reports for a config, as the user sees them."""
+def problems(config: dict, previous: dict | None = None) -> list[str]:
+    """Every problem the program reports for a config (and the stack's previous
+    outputs), as the user sees them."""
     try:
-        plan_from_config("test", offline.engine_config(config))
+        plan_from_config("test", offline.engine_config(config), previous)
     except ConfigError as error:
         return [str(p) for p in error.problems]
     return []

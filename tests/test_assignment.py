@@ -10,13 +10,13 @@ import pytest
 import yaml
 from hypothesis import given, settings as hsettings, strategies as st
 
-from conftest import EKS, NODE_GROUP, SUBNET, config_with, planned, stack_config
+from conftest import EKS, NODE_GROUP, SUBNET, config_with, planned, problems, stack_config
 from patterns import offline
 from patterns.__main__ import main
 from patterns.assignment import Assignment
 from patterns.istio import tenant_routes
 from patterns.program import plan_from_config
-from patterns.settings import PATTERN_NAMES, ConfigError
+from patterns.settings import PATTERN_NAMES
 
 POOL = [f"team-{c}" for c in "abcdefghij"]
 ADMINS = [f"arn:aws:iam::111122223333:role/admin-{c}" for c in "abc"]
@@ -47,14 +47,6 @@ def identity(p, name: str) -> tuple:
     subnets = p.addresses.tenants.get(name)
     ports = [r.gateway_ports for r in tenant_routes(p.settings, tenant_)] if p.settings.pattern == "istio" else []
     return sorted(entry.sources), subnets and sorted(str(s.cidr) for s in subnets.subnets), ports
-
-
-def problems_of(config: dict, previous=None) -> list[str]:
-    try:
-        plan(config, previous)
-    except ConfigError as error:
-        return [str(p) for p in error.problems]
-    return []
 
 
 # --- tenants ------------------------------------------------------------------------
@@ -104,15 +96,15 @@ def test_a_removed_tenants_slot_stays_reserved_until_released():
 def test_pinning_a_reserved_slot_or_releasing_a_listed_tenant_is_refused():
     before = plan(base_config("subnet-cidr", ["team-a", "team-b"]))
     config = config_with("subnet-cidr", privateNat=None, tenants=[tenant("team-a"), tenant("team-c", slot=1)])
-    found = problems_of(config, outputs(before))
+    found = problems(config, outputs(before))
     assert any(p.startswith("egress:tenants[1].slot: slot 1 is reserved for the removed 'team-b'")
                and "egress:releasedTenants" in p for p in found), found
-    found = problems_of(base_config("subnet-cidr", ["team-a", "team-b"], releasedTenants=["team-a"]), outputs(before))
+    found = problems(base_config("subnet-cidr", ["team-a", "team-b"], releasedTenants=["team-a"]), outputs(before))
     assert any(p.startswith("egress:releasedTenants: 'team-a' is still listed") for p in found), found
     # A pinned slot another tenant holds from the previous deploy is refused too.
     config = config_with("subnet-cidr", privateNat=None, tenants=[tenant("team-a"), tenant("team-b"),
                                                                   tenant("team-c", slot=0)])
-    found = problems_of(config, outputs(before))
+    found = problems(config, outputs(before))
     assert any(p.startswith("egress:tenants[2].slot: slot 0 is already taken by tenants[0]") for p in found), found
 
 
@@ -171,7 +163,7 @@ def test_shipped_stacks_keep_their_addresses_and_feeding_back_changes_nothing(st
 
 
 def test_a_foreign_assignment_output_is_a_clear_error():
-    found = problems_of(stack_config("subnet-cidr"), {"assignment": {"version": 99}})
+    found = problems(stack_config("subnet-cidr"), {"assignment": {"version": 99}})
     assert any(p.startswith("egress:assignment: the stack output 'assignment' is not an assignment") for p in found)
 
 
@@ -247,7 +239,7 @@ def test_a_control_plane_az_cannot_be_removed_and_a_removed_az_stays_reserved():
     before = plan(config_with("subnet-cidr", availabilityZones=["eu-west-1a", "eu-west-1b"]))
     grown = plan(config_with("subnet-cidr", availabilityZones=["eu-west-1a", "eu-west-1b", "eu-west-1c"]),
                  outputs(before))
-    found = problems_of(config_with("subnet-cidr", availabilityZones=["eu-west-1a", "eu-west-1c"]), outputs(grown))
+    found = problems(config_with("subnet-cidr", availabilityZones=["eu-west-1a", "eu-west-1c"]), outputs(grown))
     assert any(p.startswith("egress:availabilityZones: 'eu-west-1b' is missing, but the EKS control plane") for p in found)
     shrunk = plan(config_with("subnet-cidr", availabilityZones=["eu-west-1a", "eu-west-1b"]), outputs(grown))
     assert shrunk.settings.assignment.availability_zones["eu-west-1c"] == 2
@@ -276,7 +268,7 @@ def test_admin_entries_are_keyed_by_principal():
 
 
 def test_a_duplicate_admin_is_refused():
-    found = problems_of(config_with("subnet-cidr", clusterAdminRoleArns=[ADMINS[0], ADMINS[1], ADMINS[0]]))
+    found = problems(config_with("subnet-cidr", clusterAdminRoleArns=[ADMINS[0], ADMINS[1], ADMINS[0]]))
     assert any(p.startswith("egress:clusterAdminRoleArns[2]: arn:aws:iam::111122223333:role/admin-a is already listed")
                for p in found), found
 

@@ -9,11 +9,10 @@ import ipaddress
 
 import pytest
 
-from conftest import NODE_GROUP, config_with, planned, stack_config
+from conftest import NODE_GROUP, config_with, planned, problems, stack_config
 from patterns import offline
 from patterns.program import plan_from_config
 from patterns.registry import PATTERNS
-from patterns.settings import ConfigError
 
 RESERVATION = "aws:ec2/subnetCidrReservation:SubnetCidrReservation"
 
@@ -91,14 +90,6 @@ def _previous(pattern: str) -> dict:
     return {"assignment": plan.settings.assignment.to_output()}
 
 
-def _problems(config: dict, previous: dict) -> list[str]:
-    try:
-        plan_from_config("test", offline.engine_config(config), previous)
-    except ConfigError as error:
-        return [str(p) for p in error.problems]
-    return []
-
-
 def _switched(source: str, target: str) -> dict:
     """The `source` stack's tenants and ranges under `target`."""
     config = stack_config(source)
@@ -112,7 +103,7 @@ def _switched(source: str, target: str) -> dict:
 
 @pytest.mark.parametrize(("old", "new"), [("cilium", "private-nat"), ("private-nat", "cilium")])
 def test_a_direct_switch_between_pinning_patterns_is_refused(old, new):
-    found = _problems(_switched(old, new), _previous(old))
+    found = problems(_switched(old, new), _previous(old))
     assert any(p.startswith(f"egress:pattern: a switch from {old} to {new} in one update would create")
                and "switch to subnet-cidr or istio first" in p for p in found), found
 
