@@ -17,14 +17,10 @@ from patterns.program import plan_from_config
 from patterns.settings import ConfigError
 from schemas import crd_errors, helm_values_validator
 
+STACK = "cilium"  # the graph fixture (conftest)
 POLICY = "kubernetes:cilium.io/v2:CiliumEgressGatewayPolicy"
 AGENT_NOT_READY = {"key": "node.cilium.io/agent-not-ready", "value": "true", "effect": "NO_EXECUTE"}
 GATEWAY_TAINT = {"key": "egress/gateway", "value": "cilium", "effect": "NO_SCHEDULE"}
-
-
-@pytest.fixture(scope="module")
-def graph():
-    return offline.run_stack("cilium")
 
 
 @pytest.fixture(scope="module")

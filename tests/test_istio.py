@@ -17,6 +17,7 @@ from patterns.guardrails import cluster_policies
 from schemas import crd_errors, helm_values_validator
 
 
+STACK = "istio"  # the graph fixture (conftest)
 KINDS = ("ServiceEntry", "Gateway", "VirtualService", "DestinationRule", "AuthorizationPolicy")
 TYPES = {
     "ServiceEntry": "kubernetes:networking.istio.io/v1:ServiceEntry",
@@ -35,11 +36,6 @@ EXPECTED = [
     ("reporting", "reporting-prod", "data-warehouse", "dwh.corp.example", [(443, 20100), (5439, 20101)], True),
     ("reporting", "reporting-prod", "core-banking", "corebank.corp.example", [(443, 20102)], True),
 ]
-
-
-@pytest.fixture(scope="module")
-def graph():
-    return offline.run_stack("istio")
 
 
 def _obj(graph, kind, name):

@@ -52,11 +52,6 @@ def test_naming_the_stack_pattern_on_every_tenant_changes_nothing(pattern):
 # --- the mixed stack ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def graph():
-    return planned(STACK)
-
-
 def test_every_tenant_has_its_own_pattern(graph):
     plan = graph.plan
     assert {t.name: plan.spec_of(t).name for t in plan.settings.tenants} == {

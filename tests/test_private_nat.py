@@ -38,11 +38,6 @@ def problems(config: dict) -> dict[str, list[str]]:
     return found
 
 
-@pytest.fixture(scope="module")
-def graph():
-    return offline.run_stack(STACK)
-
-
 def rid(resource) -> str:
     return resource.id  # the offline engine's id for a resource
 
