@@ -17,8 +17,13 @@ def eni_primary_ip(subnet: Subnet) -> ipaddress.IPv4Address:
     return usable_host(subnet.cidr, 0)
 
 
+def slot_ip(subnet: Subnet, slot: int) -> ipaddress.IPv4Address:
+    """The egress IP of a tenant slot: the addresses after the ENI's own."""
+    return usable_host(subnet.cidr, 1 + slot)
+
+
 def egress_ip(settings: Settings, subnet: Subnet, tenant: Tenant) -> ipaddress.IPv4Address:
-    return usable_host(subnet.cidr, 1 + settings.slots[tenant.name])
+    return slot_ip(subnet, settings.slots[tenant.name])
 
 
 def egress_ips(settings: Settings, addresses: AddressPlan, tenant: Tenant) -> dict[str, ipaddress.IPv4Address]:
@@ -62,7 +67,7 @@ def _held_slots(settings: Settings) -> set[int]:
 def eni_ips(settings: Settings, subnet: Subnet) -> list[ipaddress.IPv4Address]:
     """The ENI's private IPs in slot order: its own first (the primary, which
     never changes), then slot 0, 1, ... whether or not a tenant holds it yet."""
-    return [eni_primary_ip(subnet), *(usable_host(subnet.cidr, 1 + slot) for slot in range(eni_capacity(settings)))]
+    return [eni_primary_ip(subnet), *(slot_ip(subnet, slot) for slot in range(eni_capacity(settings)))]
 
 
 def checks(settings: Settings) -> list[Problem]:

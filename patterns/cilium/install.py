@@ -89,7 +89,6 @@ def helm_values(k8s_service_host: str, operator_role_arn: str, eks_cluster_name:
     }
 
 
-
 class Cilium(Cni):
     """Cilium from its Helm chart, replacing aws-node and kube-proxy (the cluster
     is created without them), with its operator on an IRSA role."""
