@@ -227,7 +227,7 @@ def estimate_text(cost: Estimate) -> list[str]:
 
 
 def deploy_time_text(deploy: DeployTime) -> list[str]:
-    steps = " -> ".join(f"{s.type.rsplit(':', 1)[-1]} {s.name} ({s.seconds} s)" for s in deploy.critical_path if s.seconds)
+    steps = " -> ".join(str(s) for s in deploy.critical_path if s.seconds)
     return [
         f"modeled first `pulumi up`: {deploy.seconds // 60} min {deploy.seconds % 60:02d} s (critical path over "
         "typical create times, patterns/views/data/create_times.yaml)",

@@ -46,6 +46,9 @@ class Step:
     seconds: int
     done_at: int  # seconds after the start of `pulumi up`
 
+    def __str__(self) -> str:
+        return f"{self.type.rsplit(':', 1)[-1]} {self.name} ({self.seconds} s)"
+
 
 @dataclass(frozen=True)
 class DeployTime:

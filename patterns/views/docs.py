@@ -79,8 +79,7 @@ def deploy_times(graphs: dict[str, Graph]) -> str:
     lines = ["| Pattern | Modeled first `pulumi up` | Its longest steps, in order |", "| --- | --- | --- |"]
     for name, graph in graphs.items():
         deploy = modeled(graph)
-        path = " → ".join(f"{s.type.rsplit(':', 1)[-1]} {s.name} ({s.seconds} s)"
-                          for s in deploy.critical_path if s.seconds >= LONG_STEP_SECONDS)
+        path = " → ".join(str(s) for s in deploy.critical_path if s.seconds >= LONG_STEP_SECONDS)
         lines.append(f"| `{name}` | about {_minutes(deploy.seconds)} min | {path} |")
     return "\n".join(lines) + "\n"
 
