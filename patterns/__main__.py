@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         from .offline import stack_file
         from .views import compare as views
 
-        name, stack_config = stack_file(args.stack, args.config_file)
+        try:
+            name, stack_config = stack_file(args.stack, args.config_file)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         if args.tenant:
             try:
                 tenant_rows = views.compare_tenant(name, stack_config, args.tenant)

@@ -282,3 +282,13 @@ def test_cilium_blast_radius_follows_how_the_policies_pick_gateways():
     one_each = Graph(plan=graph.plan, resources=[r for r in graph.resources
                                                  if r.type != policy or r in kept.values()])
     assert "in every AZ" in views.impact(one_each)["az"]
+
+
+@pytest.mark.parametrize("source", [["--stack", "no-such-stack"], ["--config-file", "BROKEN"]])
+def test_compare_refuses_a_missing_or_broken_stack_file_without_a_traceback(source, capsys, tmp_path):
+    broken = tmp_path / "Pulumi.broken.yaml"
+    broken.write_text("config:\n  egress:pattern: istio\n  egress:pattern: cilium\n")
+    argv = ["compare", *[str(broken) if a == "BROKEN" else a for a in source]]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: invalid stack configuration") and "Traceback" not in error
