@@ -26,6 +26,7 @@ KYVERNO_NAMESPACE = "kyverno"
 PLATFORM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease", KYVERNO_NAMESPACE)
 KUBERNETES_PREFIX = "kube-"
 AUTOGEN = "pod-policies.kyverno.io/autogen-controllers"
+TOLERATIONS = "request.object.spec.tolerations"
 # Pulumi reports a ClusterPolicy created only once this condition holds (the
 # `pulumi.com/waitFor` annotation of pulumi-kubernetes 4.18+, taking precedence
 # over the default await since 4.18.4, pulumi/pulumi-kubernetes#3329); Kyverno

@@ -40,8 +40,6 @@ NO_EXTERNAL_IPS = "egress-no-external-ips"
 TENANT_OBJECTS = "egress-tenant-objects"
 SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
 
-_TOLERATIONS = "request.object.spec.tolerations"
-
 
 # --- the policies, as data ----------------------------------------------------
 
@@ -165,8 +163,8 @@ def cluster_policies(plan: Plan) -> list[dict[str, Any]]:
             f"egress gateway nodes: remove the {GATEWAY_KEY} toleration, and any toleration with operator "
             "Exists and no key (it tolerates every taint).",
             deny=rules.deny_if(
-                (rules.count(f"{_TOLERATIONS}[?key=='{GATEWAY_KEY}']"), "GreaterThan", 0),
-                (rules.count(f"{_TOLERATIONS}[?!key && operator=='Exists']"), "GreaterThan", 0),
+                (rules.count(f"{rules.TOLERATIONS}[?key=='{GATEWAY_KEY}']"), "GreaterThan", 0),
+                (rules.count(f"{rules.TOLERATIONS}[?!key && operator=='Exists']"), "GreaterThan", 0),
             ),
         ),
     }

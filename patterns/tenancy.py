@@ -238,7 +238,6 @@ class TenantNamespaces(pulumi.ComponentResource):
 # --- admission: each tenant's pods on its own nodes (patterns 1-2) ------------------
 
 _SELECTOR = f'request.object.spec.nodeSelector."{TENANT_KEY}"'
-_TOLERATIONS = "request.object.spec.tolerations"
 
 
 def _toleration(tenant: str, operator: str = "Equal") -> dict[str, str]:
@@ -293,7 +292,7 @@ class DedicatedNodeAdmission:
                 "name": f"{tenant.name}-toleration",
                 "match": rules.pods([ns], ["CREATE"]),
                 "preconditions": {
-                    "all": [{"key": rules.count(f"{_TOLERATIONS}[?key=='{TENANT_KEY}']"), "operator": "Equals",
+                    "all": [{"key": rules.count(f"{rules.TOLERATIONS}[?key=='{TENANT_KEY}']"), "operator": "Equals",
                              "value": 0}]
                 },
                 # Appended with a JSON patch: a strategic merge would replace the
@@ -327,7 +326,7 @@ class DedicatedNodeAdmission:
                 deny=rules.deny_if(
                     (rules.value(_SELECTOR), "AnyNotIn", ["", tenant.name]),
                     (
-                        rules.count(f"{_TOLERATIONS}[?key=='{TENANT_KEY}' && (operator=='Exists' || value!='{tenant.name}')]"),
+                        rules.count(f"{rules.TOLERATIONS}[?key=='{TENANT_KEY}' && (operator=='Exists' || value!='{tenant.name}')]"),
                         "GreaterThan",
                         0,
                     ),
@@ -346,7 +345,7 @@ class DedicatedNodeAdmission:
                 f"Only pods in tenant namespaces ({', '.join(namespaces)}) may tolerate or select tenant nodes; "
                 f"remove the {TENANT_KEY} toleration and nodeSelector, or deploy the pod into its tenant's namespace.",
                 deny=rules.deny_if(
-                    (rules.count(f"{_TOLERATIONS}[?key=='{TENANT_KEY}']"), "GreaterThan", 0),
+                    (rules.count(f"{rules.TOLERATIONS}[?key=='{TENANT_KEY}']"), "GreaterThan", 0),
                     (rules.value(_SELECTOR), "NotEquals", ""),
                 ),
             ),
