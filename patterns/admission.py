@@ -45,6 +45,11 @@ def match(kinds: Sequence[str], namespaces: Sequence[str] | None = None,
     return {"any": [{"resources": resources}]}
 
 
+def excluding(namespaces: Sequence[str]) -> dict[str, Any]:
+    """A rule's `exclude`: requests in these namespaces."""
+    return {"any": [{"resources": {"namespaces": list(namespaces)}}]}
+
+
 def pods(namespaces: Sequence[str] | None = None, operations: Sequence[str] = WRITES) -> dict[str, Any]:
     return match(["Pod"], namespaces, operations)
 

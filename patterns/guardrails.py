@@ -169,7 +169,7 @@ def cluster_policies(plan: Plan) -> list[dict[str, Any]]:
         ),
     }
     if gateways:
-        gateway_rule["exclude"] = {"any": [{"resources": {"namespaces": gateways}}]}
+        gateway_rule["exclude"] = rules.excluding(gateways)
     policies.append(rules.policy(GATEWAY_NODES, "Only egress gateway pods run on egress gateway nodes.", [gateway_rule]))
     policies.append(
         rules.policy(NO_EXTERNAL_IPS, "No Service captures traffic for external addresses.", _service_rules())

@@ -340,7 +340,7 @@ class DedicatedNodeAdmission:
         return {
             "name": "tenant-nodes-only-for-tenants",
             "match": rules.pods(),
-            "exclude": {"any": [{"resources": {"namespaces": namespaces}}]},
+            "exclude": rules.excluding(namespaces),
             "validate": rules.validate(
                 f"Only pods in tenant namespaces ({', '.join(namespaces)}) may tolerate or select tenant nodes; "
                 f"remove the {TENANT_KEY} toleration and nodeSelector, or deploy the pod into its tenant's namespace.",

@@ -54,7 +54,7 @@ class TenantLabelAdmission:
         isolation.append({
             "name": "tenant-label-only-in-tenant-namespaces",
             "match": rules.pods(),
-            "exclude": {"any": [{"resources": {"namespaces": namespaces}}]},
+            "exclude": rules.excluding(namespaces),
             "validate": rules.validate(
                 f"Only pods in tenant namespaces ({', '.join(namespaces)}) may carry the label {TENANT_KEY}; "
                 "remove it, or deploy the pod into its tenant's namespace.",
