@@ -18,7 +18,7 @@ import pulumi_kubernetes as k8s
 
 from . import admission as rules
 from .admission import KYVERNO_NAMESPACE, TenantAdmission
-from .cluster import SYSTEM_LABEL, Cluster, Cni, SystemNodes
+from .cluster import SYSTEM_LABEL, Cni, SystemNodes
 from .plan import Plan
 from .settings import Tenant
 from .tenancy import GATEWAY_KEY, SYSTEM_PRIORITY_CLASSES, TENANT_KEY, tenant_namespace_spec
@@ -256,10 +256,9 @@ def kyverno_values() -> dict[str, Any]:
 class Guardrails(pulumi.ComponentResource):
     """Kyverno and the stack's ClusterPolicies."""
 
-    def __init__(self, name: str, plan: Plan, cluster: Cluster, cni: Cni, system_nodes: SystemNodes,
+    def __init__(self, name: str, plan: Plan, cni: Cni, system_nodes: SystemNodes,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("egress:guardrails:Guardrails", name, None, opts)
-        in_cluster = pulumi.ResourceOptions(parent=self)
 
         self.namespace = k8s.core.v1.Namespace(
             f"{name}-kyverno",
@@ -271,7 +270,7 @@ class Guardrails(pulumi.ComponentResource):
                     "pod-security.kubernetes.io/audit": "restricted",
                 },
             },
-            opts=in_cluster,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         # Kyverno's pods must talk from their start (the API server calls its webhooks).
         self.open_namespace = cni.open_platform_namespace(f"{name}-kyverno", self.namespace.metadata.name, self.namespace)

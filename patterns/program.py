@@ -43,7 +43,7 @@ def deploy(plan: Plan) -> dict[str, Any]:
     cni = plan.cni_spec.cni(NAME, plan.parts[plan.cni_spec.name], cluster, on_cluster)
     system_nodes = SystemNodes(NAME, plan, network, cluster, cni, opts=on_cluster)
     ClusterAddons(NAME, plan, cluster, system_nodes, opts=on_cluster)
-    guardrails = Guardrails(NAME, plan, cluster, cni, system_nodes, opts=on_cluster)
+    guardrails = Guardrails(NAME, plan, cni, system_nodes, opts=on_cluster)
     namespaces = TenantNamespaces(NAME, plan, opts=on_cluster)
     grant_tenant_access(NAME, plan, cluster, namespaces, entry_parent=guardrails, in_force=guardrails.in_force)
     # Each pattern in use, built for its own tenants (Plan.parts): its
