@@ -1,6 +1,6 @@
 """Tenant pieces shared by the patterns: the namespace with its network policy
-defaults, and (for the subnet patterns) the tenant's own subnets and tainted
-node group."""
+defaults and quotas, and (for the subnet patterns) the tenant's own subnets,
+its tainted node group and the admission rules that keep its pods on it."""
 
 from __future__ import annotations
 
@@ -89,8 +89,9 @@ def limit_range_spec(quota: TenantQuota) -> dict[str, Any]:
 
 class TenantNamespace(pulumi.ComponentResource):
     """The tenant namespace: labelled with its tenant, Pod Security enforced,
-    default-deny ingress and egress except DNS, its own pods and `egress_rules`.
-    The tenant team's access is granted by patterns.access."""
+    default-deny ingress and egress except DNS, its own pods and `egress_rules`,
+    its ResourceQuotas and container request defaults (quota_specs,
+    limit_range_spec). The tenant team's access is granted by patterns.access."""
 
     def __init__(self, name: str, tenant: Tenant, *,
                  egress_rules: list[dict], labels: dict[str, str] | None = None,
